@@ -5,8 +5,13 @@
 //! README's two commands call) are both built on this crate.
 
 pub mod cluster;
+pub mod daemon;
+pub mod demo;
+pub mod fsutil;
 pub mod image;
+pub mod lock;
 pub mod paths;
 pub mod proc;
 pub mod registry;
+pub mod stack;
 pub mod user;

@@ -1,0 +1,57 @@
+//! Where the test kit keeps its state on the host.
+//!
+//! Everything lives under one root (default `/var/tmp/berth-dev`, override with
+//! `BERTH_DEV_DIR`) so that teardown and `git clean` never have to guess.
+
+use std::path::{Path, PathBuf};
+
+/// The test kit's state root.
+pub fn root() -> PathBuf {
+    std::env::var_os("BERTH_DEV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/berth-dev"))
+}
+
+/// The default cluster's directory (configs, logs, spool, state).
+pub fn cluster_dir() -> PathBuf {
+    root().join("cluster")
+}
+
+/// The directory of a named registry instance (`plain`, `secure`).
+pub fn registry_dir(name: &str) -> PathBuf {
+    root().join("registry").join(name)
+}
+
+/// Where built test images are written.
+pub fn images_dir() -> PathBuf {
+    root().join("images")
+}
+
+/// Cache for expensive images (the large one), kept across runs.
+pub fn image_cache_dir() -> PathBuf {
+    std::env::var_os("BERTH_IMAGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/berth-tests/images"))
+}
+
+/// The workspace root (this crate's parent), found at compile time.
+pub fn workspace() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The target directory cargo builds into (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The freshly built SPANK plugin, from the release build if present, else debug.
+pub fn spank_plugin() -> PathBuf {
+    let target = target_dir();
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("libspank_berth.so"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| target.join("debug/libspank_berth.so"))
+}

@@ -1,0 +1,79 @@
+//! The unprivileged user that jobs and rootless containers run as in tests.
+//!
+//! Created idempotently with the system's own tools so that it is a real account
+//! (passwd, group, subordinate id ranges) exactly like a site's users.
+
+use std::process::Command;
+
+use nix::unistd::{Group, User};
+
+/// Name of the test user.
+pub const NAME: &str = "berth-test";
+/// Its uid, and the gid of its primary group of the same name.
+pub const UID: u32 = 4242;
+/// A supplementary group the user belongs to, so tests can check that groups carry over.
+pub const EXTRA_GROUP: &str = "berth-extra";
+/// The supplementary group's gid.
+pub const EXTRA_GID: u32 = 4243;
+/// The subordinate uid/gid range for rootless user namespaces with many ids.
+pub const SUBID_RANGE: (u32, u32) = (200_000, 65_536);
+
+/// Errors creating the test user.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// A system tool could not be run or failed.
+    #[error("{tool} failed: {detail}: run the tests as root on a system with the passwd package")]
+    Tool { tool: String, detail: String },
+    /// The account exists with different ids than the tests expect.
+    #[error("user {NAME} exists with uid {0}, expected {UID}: remove it with `userdel -r {NAME}`")]
+    WrongUid(u32),
+}
+
+fn run(tool: &str, args: &[&str]) -> Result<(), UserError> {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(|e| UserError::Tool { tool: tool.into(), detail: e.to_string() })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(UserError::Tool {
+        tool: tool.into(),
+        detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+fn has_subids(file: &str) -> bool {
+    std::fs::read_to_string(file)
+        .map(|t| t.lines().any(|l| l.starts_with(&format!("{NAME}:"))))
+        .unwrap_or(false)
+}
+
+/// Makes sure the test user, its groups and its subordinate id ranges exist.
+pub fn ensure() -> Result<User, UserError> {
+    if Group::from_name(EXTRA_GROUP).ok().flatten().is_none() {
+        run("groupadd", &["-g", &EXTRA_GID.to_string(), EXTRA_GROUP])?;
+    }
+    match User::from_name(NAME).ok().flatten() {
+        Some(u) if u.uid.as_raw() != UID => return Err(UserError::WrongUid(u.uid.as_raw())),
+        Some(_) => {}
+        None => run("useradd", &["-m", "-u", &UID.to_string(), "-U", "-s", "/bin/sh", NAME])?,
+    }
+    let extra = Group::from_name(EXTRA_GROUP).ok().flatten();
+    if !extra.is_some_and(|g| g.mem.iter().any(|m| m == NAME)) {
+        run("usermod", &["-aG", EXTRA_GROUP, NAME])?;
+    }
+    // useradd allocates subordinate ids only for some uid ranges and settings:
+    // set them explicitly so rootless tests get the same range everywhere.
+    let range = format!("{}-{}", SUBID_RANGE.0, SUBID_RANGE.0 + SUBID_RANGE.1 - 1);
+    if !has_subids("/etc/subuid") {
+        run("usermod", &["--add-subuids", &range, NAME])?;
+    }
+    if !has_subids("/etc/subgid") {
+        run("usermod", &["--add-subgids", &range, NAME])?;
+    }
+    User::from_name(NAME).ok().flatten().ok_or_else(|| UserError::Tool {
+        tool: "useradd".into(),
+        detail: format!("user {NAME} not found after creation"),
+    })
+}
