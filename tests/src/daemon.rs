@@ -138,24 +138,27 @@ impl Daemon<'_> {
         }
     }
 
-    /// The most telling log line of this start attempt (the last error or fatal
-    /// line, else the last line) and the tail of the log.
+    /// The most telling log text of this start attempt, and the tail of the log.
     fn explain(&self, from: u64) -> (String, Vec<String>) {
         let text = fs::read(self.log()).unwrap_or_default();
         let fresh = String::from_utf8_lossy(&text[(from as usize).min(text.len())..]).into_owned();
         let lines: Vec<&str> = fresh.lines().filter(|l| !l.trim().is_empty()).collect();
-        let last = lines
-            .iter()
-            .rev()
-            .find(|l| {
-                let l = l.to_ascii_lowercase();
-                l.contains("fatal") || l.contains("error")
-            })
-            .or(lines.last())
-            .map(|l| l.trim().to_string())
-            .unwrap_or_else(|| "no output".into());
         let tail = lines[lines.len().saturating_sub(15)..].iter().map(|l| l.to_string()).collect();
-        (last, tail)
+        (cause(&lines), tail)
+    }
+}
+
+/// One line saying why a daemon died: its last fatal or error line, and when that
+/// is a generic fatal ("Unable to process configuration file"), the last error
+/// before it, which names the real culprit.
+fn cause(lines: &[&str]) -> String {
+    let is = |l: &&str, word: &str| l.to_ascii_lowercase().contains(word);
+    let fatal = lines.iter().rposition(|l| is(l, "fatal"));
+    let error = lines[..fatal.unwrap_or(lines.len())].iter().rposition(|l| is(l, "error"));
+    match (fatal, error) {
+        (Some(f), Some(e)) => format!("{} ({})", lines[f].trim(), lines[e].trim()),
+        (Some(i), None) | (None, Some(i)) => lines[i].trim().to_string(),
+        (None, None) => lines.last().map(|l| l.trim().to_string()).unwrap_or_else(|| "no output".into()),
     }
 }
 
@@ -184,4 +187,18 @@ pub fn kill_marked(mark: (&str, &str)) -> Vec<i32> {
         proc::terminate(pid, Duration::from_secs(3));
     }
     proc::with_env(mark.0, mark.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause;
+
+    #[test]
+    fn cause_joins_fatal_with_the_error_before_it() {
+        let log = ["starting", "error: bad key: Foo", "fatal: Unable to process configuration file"];
+        assert_eq!(cause(&log), "fatal: Unable to process configuration file (error: bad key: Foo)");
+        assert_eq!(cause(&["a", "error: x", "b"]), "error: x");
+        assert_eq!(cause(&["a", "b"]), "b");
+        assert_eq!(cause(&[]), "no output");
+    }
 }

@@ -1,6 +1,7 @@
 //! Process and port facts read from `/proc`, for starting and stopping daemons
 //! and for checking that nothing was left behind.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -85,18 +86,53 @@ pub fn terminate(pid: i32, grace: Duration) {
 /// Reads the kernel's socket table (`/proc/net/tcp{,6}`) for a socket in LISTEN
 /// state on the port, then finds the process holding that socket inode.
 pub fn port_owner(port: u16) -> Option<(i32, String)> {
-    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+    let inodes: HashSet<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|p| fs::read_to_string(p).ok())
-        .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
-        .find_map(|line| listening_inode(&line, port))?;
-    let link = format!("socket:[{inode}]");
-    all_pids().find_map(|pid| {
-        let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-        fds.flatten()
-            .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == link.as_str()))
-            .then(|| (pid, comm(pid).unwrap_or_default()))
-    })
+        .flat_map(|t| t.lines().skip(1).filter_map(|l| listening_inode(l, port)).collect::<Vec<_>>())
+        .collect();
+    let pid = *holding_sockets(&inodes).first()?;
+    Some((pid, comm(pid).unwrap_or_default()))
+}
+
+/// Live processes holding a unix socket bound to a path under `dir`.
+///
+/// slurmstepd double-forks away from slurmd and clears its environment, but it
+/// always binds its step socket in slurmd's spool directory: that finds it.
+pub fn with_unix_socket_under(dir: &Path) -> Vec<i32> {
+    let table = fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    // Columns: Num RefCount Protocol Flags Type St Inode Path.
+    let inodes: HashSet<u64> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let path = Path::new(cols.get(7)?);
+            path.starts_with(dir).then(|| cols.get(6)?.parse().ok())?
+        })
+        .collect();
+    holding_sockets(&inodes)
+}
+
+/// Live processes with an open fd on one of the socket `inodes`.
+fn holding_sockets(inodes: &HashSet<u64>) -> Vec<i32> {
+    if inodes.is_empty() {
+        return vec![];
+    }
+    all_pids()
+        .filter(|&pid| {
+            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+            fds.flatten().any(|fd| {
+                fs::read_link(fd.path()).ok().and_then(|t| socket_inode(t.to_str()?)).is_some_and(|i| inodes.contains(&i))
+            })
+        })
+        .filter(|&pid| is_alive(pid))
+        .collect()
+}
+
+/// The inode of an fd link text `socket:[12345]`.
+fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// The socket inode of one `/proc/net/tcp` row if it listens on `port`.
@@ -153,6 +189,15 @@ mod tests {
         assert_eq!(pid, std::process::id() as i32);
         drop(listener);
         assert!(port_owner(port).is_none());
+    }
+
+    #[test]
+    fn finds_holders_of_unix_sockets_under_a_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+        assert_eq!(with_unix_socket_under(dir.path()), vec![std::process::id() as i32]);
+        drop(sock);
+        assert!(with_unix_socket_under(dir.path()).is_empty());
     }
 
     #[test]

@@ -61,15 +61,10 @@ pub fn images(stack: &Stack) -> Result<image::Catalog, StackError> {
     for reg in [&stack.plain, &stack.secure] {
         let target = reg.push_target();
         for img in catalog.images() {
-            image::push::push(&img.layout_dir, &img.tag, &target, &repo_of(img), &img.tag)?;
+            image::push::push(&img.layout_dir, &img.tag, &target, &img.repository(), &img.tag)?;
         }
     }
     Ok(catalog)
-}
-
-/// The repository a test image is pushed to: `berth-test/<name>`.
-pub fn repo_of(img: &image::BuiltImage) -> String {
-    format!("berth-test/{}", img.name)
 }
 
 /// Stops the cluster and both registries; reports the first failure.

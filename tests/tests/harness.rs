@@ -20,6 +20,15 @@ fn isolated_cluster(dir: &tempfile::TempDir) -> ClusterConfig {
     cfg
 }
 
+/// Stops an isolated cluster when the test ends, even when an assertion fails.
+struct StopOnDrop(Cluster);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+    }
+}
+
 #[test]
 fn srun_runs_two_tasks_through_the_real_cluster() {
     let stack = stack::services().expect("stack starts");
@@ -69,7 +78,7 @@ fn broken_slurm_conf_is_reported_in_one_line_and_nothing_is_left() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = isolated_cluster(&dir);
     cfg.extra_conf.push("NoSuchSlurmOption=42".into());
-    let cluster = Cluster::new(cfg.clone());
+    let cluster = StopOnDrop(Cluster::new(cfg.clone()));
     let err = Cluster::start(cfg).expect_err("a bad slurm.conf must fail");
     let msg = err.to_string();
     assert!(!msg.contains('\n'), "one line: {msg}");
@@ -79,7 +88,7 @@ fn broken_slurm_conf_is_reported_in_one_line_and_nothing_is_left() {
         ClusterError::Daemon(DaemonError::Exited { tail, .. }) => assert!(!tail.is_empty(), "log tail kept"),
         other => panic!("expected a daemon exit, got {other:?}"),
     }
-    assert!(cluster.processes().is_empty(), "munged was stopped again: {:?}", cluster.processes());
+    assert!(cluster.0.processes().is_empty(), "munged was stopped again: {:?}", cluster.0.processes());
 }
 
 #[test]
@@ -88,17 +97,18 @@ fn taken_port_is_reported_in_one_line() {
     let squatter = TcpListener::bind(("0.0.0.0", 0)).unwrap();
     let mut cfg = isolated_cluster(&dir);
     cfg.ctld_port = squatter.local_addr().unwrap().port();
-    let cluster = Cluster::new(cfg.clone());
+    let cluster = StopOnDrop(Cluster::new(cfg.clone()));
     let msg = Cluster::start(cfg.clone()).expect_err("port is taken").to_string();
     assert!(!msg.contains('\n'), "one line: {msg}");
     assert!(msg.contains(&format!("slurmctld port {} is already in use by pid {}", cfg.ctld_port, std::process::id())), "{msg}");
-    assert!(cluster.processes().is_empty());
+    assert!(cluster.0.processes().is_empty());
 }
 
 #[test]
 fn teardown_leaves_no_daemon_or_step_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(isolated_cluster(&dir)).expect("isolated cluster starts");
+    let guard = StopOnDrop(Cluster::start(isolated_cluster(&dir)).expect("isolated cluster starts"));
+    let cluster = &guard.0;
     // A running job gives slurmd a slurmstepd child that teardown must also end.
     let out = cluster
         .command("sbatch")
@@ -130,7 +140,7 @@ fn pushed_images_are_listed_with_the_builders_digest() {
         let client = Client::new(&reg.push_target()).unwrap();
         let repos = client.catalog().expect("catalog");
         for img in catalog.images() {
-            let repo = stack::repo_of(img);
+            let repo = img.repository();
             assert!(repos.contains(&repo), "{} lists {repo}: {repos:?}", reg.url());
             let digest = client.manifest_digest(&repo, &img.tag).expect("manifest exists");
             assert_eq!(digest, img.manifest_digest, "{repo}:{} on {}", img.tag, reg.url());

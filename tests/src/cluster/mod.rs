@@ -159,9 +159,14 @@ impl Cluster {
         ["munged", "slurmctld", "slurmd"].iter().all(|d| daemon::running(&self.run_dir(), d).is_some())
     }
 
-    /// Live processes started for this cluster (daemons and their slurmstepds).
+    /// Live processes started for this cluster: the daemons (by their mark) and
+    /// the slurmstepds (by their sockets in this cluster's spool directory).
     pub fn processes(&self) -> Vec<i32> {
-        proc::with_env(MARK, &self.mark())
+        let mut pids = proc::with_env(MARK, &self.mark());
+        pids.extend(proc::with_unix_socket_under(&self.cfg.dir.join("spool")));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     fn write_configs(&self) -> Result<bool, ClusterError> {
@@ -287,7 +292,7 @@ impl Cluster {
         let run_dir = self.run_dir();
         if daemon::running(&run_dir, "slurmctld").is_some() {
             let _ = self.command("scancel").args(["--partition", PARTITION]).output();
-            let mut squeue = || {
+            let squeue = || {
                 let mut cmd = self.command("squeue");
                 cmd.arg("--json");
                 query::active_jobs(cmd)
@@ -297,7 +302,12 @@ impl Cluster {
         for name in ["slurmd", "slurmctld", "munged"] {
             daemon::stop(&run_dir, name, Duration::from_secs(10));
         }
-        let left = daemon::kill_marked((MARK, &self.mark()));
+        // slurmstepd outlives a stopped slurmd while its tasks run: end those too.
+        for pid in proc::with_unix_socket_under(&self.cfg.dir.join("spool")) {
+            proc::terminate(pid, Duration::from_secs(5));
+        }
+        daemon::kill_marked((MARK, &self.mark()));
+        let left = self.processes();
         if left.is_empty() {
             Ok(())
         } else {

@@ -87,7 +87,10 @@ impl<R: Read> HashingReader<R> {
 
     /// Returns the `sha256:<hex>` digest and count of the bytes read so far.
     pub fn finish(self) -> (String, u64) {
-        (format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count)
+        (
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        )
     }
 }
 

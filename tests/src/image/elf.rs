@@ -46,14 +46,23 @@ pub fn add_with_libraries(tree: &mut HostTree, binaries: &[&str]) -> Result<Clos
         if !bytes.starts_with(b"\x7fELF") {
             continue; // a script: its interpreter must be listed explicitly
         }
-        let elf_err = |reason: String| ImageError::Elf { path: host.clone(), reason };
+        let elf_err = |reason: String| ImageError::Elf {
+            path: host.clone(),
+            reason,
+        };
         let elf = Elf::parse(&bytes).map_err(|e| elf_err(format!("not a valid elf file: {e}")))?;
         if let Some(interp) = elf.interpreter {
             queue.push_back(interp.to_string());
         }
-        let origin = Path::new(&real).parent().map_or("/".into(), |p| p.to_string_lossy().into_owned());
+        let origin = Path::new(&real)
+            .parent()
+            .map_or("/".into(), |p| p.to_string_lossy().into_owned());
         // RUNPATH wins over RPATH when both are present, as in glibc.
-        let search_path = if elf.runpaths.is_empty() { &elf.rpaths } else { &elf.runpaths };
+        let search_path = if elf.runpaths.is_empty() {
+            &elf.rpaths
+        } else {
+            &elf.runpaths
+        };
         let own_dirs: Vec<String> = search_path
             .iter()
             .flat_map(|p| p.split(':'))
@@ -89,7 +98,9 @@ pub fn add_with_libraries(tree: &mut HostTree, binaries: &[&str]) -> Result<Clos
 /// i386 library in a biarch directory is skipped like the loader skips it.
 fn is_compatible(path: &Path, class: u8, machine: u16) -> bool {
     let mut head = [0u8; 64];
-    let ok = File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok();
+    let ok = File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok();
     ok && Elf::parse_header(&head)
         .map(|h| h.e_ident[header::EI_CLASS] == class && h.e_machine == machine)
         .unwrap_or(false)
@@ -127,11 +138,16 @@ fn read_conf(conf: &Path, dirs: &mut Vec<String>, depth: usize) {
     if depth > 8 {
         return;
     }
-    let Ok(text) = fs::read_to_string(conf) else { return };
+    let Ok(text) = fs::read_to_string(conf) else {
+        return;
+    };
     let base = conf.parent().unwrap_or(Path::new("/"));
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        if let Some(pattern) = line.strip_prefix("include").filter(|r| r.starts_with([' ', '\t'])) {
+        if let Some(pattern) = line
+            .strip_prefix("include")
+            .filter(|r| r.starts_with([' ', '\t']))
+        {
             for pat in pattern.split_whitespace() {
                 for file in glob(&base.join(pat)) {
                     read_conf(&file, dirs, depth + 1);
@@ -158,7 +174,10 @@ pub fn glob(pattern: &Path) -> Vec<PathBuf> {
                 continue;
             }
             let Ok(rd) = fs::read_dir(dir) else { continue };
-            for name in rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()) {
+            for name in rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+            {
                 // Like the shell, wildcards do not match hidden files.
                 if !name.starts_with('.') && wildcard(comp.as_bytes(), name.as_bytes()) {
                     next.push(dir.join(name));
@@ -189,7 +208,12 @@ mod tests {
     /// Follows `path` through the tree's symlinks like the kernel would inside
     /// the image; returns the final regular file if it exists in the tree.
     fn resolve_in_tree(tree: &HostTree, path: &str) -> Option<String> {
-        let mut todo: Vec<String> = path.split('/').filter(|c| !c.is_empty()).rev().map(String::from).collect();
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(String::from)
+            .collect();
         let mut cur: Vec<String> = Vec::new();
         for _ in 0..1000 {
             let Some(c) = todo.pop() else { break };
@@ -204,9 +228,16 @@ mod tests {
                     if t.starts_with('/') {
                         cur.clear();
                     }
-                    todo.extend(t.split('/').filter(|c| !c.is_empty() && *c != ".").rev().map(String::from));
+                    todo.extend(
+                        t.split('/')
+                            .filter(|c| !c.is_empty() && *c != ".")
+                            .rev()
+                            .map(String::from),
+                    );
                 }
-                Some(HostNode::File(..)) if todo.is_empty() => return Some(format!("/{}", cur.join("/"))),
+                Some(HostNode::File(..)) if todo.is_empty() => {
+                    return Some(format!("/{}", cur.join("/")))
+                }
                 _ => {}
             }
         }
@@ -221,28 +252,45 @@ mod tests {
         let elf = Elf::parse(&ls).unwrap();
         let interp = elf.interpreter.expect("/bin/ls is dynamically linked");
         for wanted in [interp, "/bin/ls"] {
-            let real = resolve_in_tree(&tree, wanted).unwrap_or_else(|| panic!("{wanted} does not resolve in the image"));
-            assert_eq!(Path::new(&real), fs::canonicalize(wanted).unwrap(), "{wanted}");
+            let real = resolve_in_tree(&tree, wanted)
+                .unwrap_or_else(|| panic!("{wanted} does not resolve in the image"));
+            assert_eq!(
+                Path::new(&real),
+                fs::canonicalize(wanted).unwrap(),
+                "{wanted}"
+            );
         }
         for lib in &elf.libraries {
-            let found = closure.objects.iter().any(|o| o.ends_with(&format!("/{lib}")))
+            let found = closure
+                .objects
+                .iter()
+                .any(|o| o.ends_with(&format!("/{lib}")))
                 || tree.nodes().keys().any(|k| k.ends_with(&format!("/{lib}")));
             assert!(found, "{lib} missing from closure");
         }
         let t = multiarch_triplet();
-        let libc = resolve_in_tree(&tree, &format!("/lib/{t}/libc.so.6")).expect("libc.so.6 resolves via /lib");
+        let libc = resolve_in_tree(&tree, &format!("/lib/{t}/libc.so.6"))
+            .expect("libc.so.6 resolves via /lib");
         assert!(closure.objects.contains(&libc));
         // Each symlink the host has on the way is reproduced verbatim.
         for link in ["/bin", "/lib", "/lib64"] {
             if let Ok(target) = fs::read_link(link) {
-                assert_eq!(tree.nodes()[link], HostNode::Symlink(target.to_string_lossy().into_owned()), "{link}");
+                assert_eq!(
+                    tree.nodes()[link],
+                    HostNode::Symlink(target.to_string_lossy().into_owned()),
+                    "{link}"
+                );
             }
         }
         // Real files are stored once: no two file nodes share a host inode.
         let files = tree.host_files();
         let uniq: BTreeSet<_> = files.iter().map(|p| fs::canonicalize(p).unwrap()).collect();
         assert_eq!(uniq.len(), files.len());
-        assert!(closure.extra_lib_dirs.is_empty(), "{:?}", closure.extra_lib_dirs);
+        assert!(
+            closure.extra_lib_dirs.is_empty(),
+            "{:?}",
+            closure.extra_lib_dirs
+        );
     }
 
     #[test]
@@ -254,12 +302,24 @@ mod tests {
         fs::write(d.join("a.conf"), "/opt/a\ninclude ../loop.conf\n").unwrap();
         fs::write(d.join(".hidden.conf"), "/opt/hidden\n").unwrap();
         fs::write(d.join("c.txt"), "/opt/c\n").unwrap();
-        fs::write(t.path().join("loop.conf"), "/opt/loop\ninclude conf.d/a.conf\n").unwrap();
-        fs::write(t.path().join("ld.so.conf"), "include conf.d/*.conf\n/usr/local/lib\nhwcap 0 x\n").unwrap();
+        fs::write(
+            t.path().join("loop.conf"),
+            "/opt/loop\ninclude conf.d/a.conf\n",
+        )
+        .unwrap();
+        fs::write(
+            t.path().join("ld.so.conf"),
+            "include conf.d/*.conf\n/usr/local/lib\nhwcap 0 x\n",
+        )
+        .unwrap();
         let dirs = ld_so_conf_dirs(&t.path().join("ld.so.conf"));
         assert_eq!(dirs, ["/opt/a", "/opt/loop", "/opt/b", "/usr/local/lib"]);
         assert!(ld_so_conf_dirs(&t.path().join("missing")).is_empty());
-        assert!(wildcard(b"*.conf", b"x.conf") && !wildcard(b"*.conf", b"x.con") && wildcard(b"a?c", b"abc"));
+        assert!(
+            wildcard(b"*.conf", b"x.conf")
+                && !wildcard(b"*.conf", b"x.con")
+                && wildcard(b"a?c", b"abc")
+        );
     }
 
     #[test]
@@ -269,7 +329,12 @@ mod tests {
         fs::create_dir_all(t.path().join("usr/bin")).unwrap();
         fs::copy("/usr/bin/true", t.path().join("usr/bin/true")).unwrap();
         let mut tree = HostTree::with_root(t.path());
-        let err = add_with_libraries(&mut tree, &["/usr/bin/true"]).unwrap_err().to_string();
-        assert!(err.contains("cannot find libc.so.6") && err.contains("install the package"), "{err}");
+        let err = add_with_libraries(&mut tree, &["/usr/bin/true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot find libc.so.6") && err.contains("install the package"),
+            "{err}"
+        );
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tar::{Archive, EntryType};
 
 use super::digest::{hex_part, HashingReader};
+use super::oci::{blob_path, read_json_blob, Manifest};
 use super::ImageError;
 
 /// One path of a flattened tree (the format of `expected-tree.json`).
@@ -46,7 +47,11 @@ pub struct TreeEntry {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    File { inode: u64, size: u64, sha256: String },
+    File {
+        inode: u64,
+        size: u64,
+        sha256: String,
+    },
     Dir,
     Symlink(String),
 }
@@ -97,10 +102,17 @@ impl Flattener {
                 Change::Link(p, target) => {
                     // A hardlink is the same inode: content and metadata both come from the target.
                     let node = match self.nodes.get(&target) {
-                        Some(n @ Node { kind: Kind::File { .. }, .. }) => n.clone(),
+                        Some(
+                            n @ Node {
+                                kind: Kind::File { .. },
+                                ..
+                            },
+                        ) => n.clone(),
                         _ => {
                             let (p, t) = (p.join("/"), target.join("/"));
-                            return Err(fail(format!("hardlink /{p} points to /{t}, which is not a file")));
+                            return Err(fail(format!(
+                                "hardlink /{p} points to /{t}, which is not a file"
+                            )));
                         }
                     };
                     self.add(p, node).map_err(fail)?;
@@ -113,7 +125,8 @@ impl Flattener {
 
     /// Applies a gzip-compressed layer blob.
     pub fn apply_gzip_file(&mut self, layer: usize, blob: &Path) -> Result<(), ImageError> {
-        let f = std::fs::File::open(blob).map_err(ImageError::io("cannot open layer blob", blob))?;
+        let f =
+            std::fs::File::open(blob).map_err(ImageError::io("cannot open layer blob", blob))?;
         self.apply_tar(layer, GzDecoder::new(io::BufReader::new(f)))
     }
 
@@ -140,27 +153,47 @@ impl Flattener {
             if path.is_empty() {
                 continue; // the root itself: its metadata is not part of the tree
             }
-            let node = |kind| Node { kind, mode, uid, gid };
+            let node = |kind| Node {
+                kind,
+                mode,
+                uid,
+                gid,
+            };
             match h.entry_type() {
                 EntryType::Regular | EntryType::Continuous => {
                     let mut hr = HashingReader::new(&mut entry);
                     io::copy(&mut hr, &mut io::sink())?;
                     let (digest, size) = hr.finish();
                     self.next_inode += 1;
-                    let kind = Kind::File { inode: self.next_inode, size, sha256: hex_part(&digest).to_string() };
+                    let kind = Kind::File {
+                        inode: self.next_inode,
+                        size,
+                        sha256: hex_part(&digest).to_string(),
+                    };
                     changes.push(Change::Add(path, node(kind)));
                 }
                 EntryType::Directory => changes.push(Change::Add(path, node(Kind::Dir))),
                 EntryType::Symlink => {
-                    let t = entry.link_name()?.ok_or_else(|| io::Error::other(format!("symlink {raw} has no target")))?;
-                    changes.push(Change::Add(path, node(Kind::Symlink(t.to_string_lossy().into_owned()))));
+                    let t = entry
+                        .link_name()?
+                        .ok_or_else(|| io::Error::other(format!("symlink {raw} has no target")))?;
+                    changes.push(Change::Add(
+                        path,
+                        node(Kind::Symlink(t.to_string_lossy().into_owned())),
+                    ));
                 }
                 EntryType::Link => {
-                    let t = entry.link_name()?.ok_or_else(|| io::Error::other(format!("hardlink {raw} has no target")))?;
+                    let t = entry
+                        .link_name()?
+                        .ok_or_else(|| io::Error::other(format!("hardlink {raw} has no target")))?;
                     let target = split(&t.to_string_lossy())?;
                     changes.push(Change::Link(path, target));
                 }
-                other => return Err(io::Error::other(format!("{raw}: unsupported entry type {other:?}"))),
+                other => {
+                    return Err(io::Error::other(format!(
+                        "{raw}: unsupported entry type {other:?}"
+                    )))
+                }
             }
         }
         Ok(changes)
@@ -183,16 +216,30 @@ impl Flattener {
     fn add(&mut self, path: Vec<String>, node: Node) -> Result<(), String> {
         for n in 1..path.len() {
             match self.nodes.get(&path[..n]) {
-                Some(Node { kind: Kind::Dir, .. }) => {}
+                Some(Node {
+                    kind: Kind::Dir, ..
+                }) => {}
                 // Unpackers create missing parents like `mkdir -p`.
                 None => {
-                    let dir = Node { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0 };
+                    let dir = Node {
+                        kind: Kind::Dir,
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    };
                     self.nodes.insert(path[..n].to_vec(), dir);
                 }
-                Some(_) => return Err(format!("/{} has a non-directory parent /{}", path.join("/"), path[..n].join("/"))),
+                Some(_) => {
+                    return Err(format!(
+                        "/{} has a non-directory parent /{}",
+                        path.join("/"),
+                        path[..n].join("/")
+                    ))
+                }
             }
         }
-        let both_dirs = matches!(node.kind, Kind::Dir) && matches!(self.nodes.get(&path).map(|n| &n.kind), Some(Kind::Dir));
+        let both_dirs = matches!(node.kind, Kind::Dir)
+            && matches!(self.nodes.get(&path).map(|n| &n.kind), Some(Kind::Dir));
         if !both_dirs {
             self.remove_subtree(&path, true);
         }
@@ -209,10 +256,17 @@ impl Flattener {
             }
         }
         // Number groups by their first path so the numbering is independent of inode order.
-        let mut firsts: Vec<(&Vec<String>, u64)> =
-            links.iter().filter(|(_, ps)| ps.len() > 1).map(|(i, ps)| (ps[0], *i)).collect();
+        let mut firsts: Vec<(&Vec<String>, u64)> = links
+            .iter()
+            .filter(|(_, ps)| ps.len() > 1)
+            .map(|(i, ps)| (ps[0], *i))
+            .collect();
         firsts.sort();
-        let group: BTreeMap<u64, u32> = firsts.iter().enumerate().map(|(n, (_, i))| (*i, n as u32 + 1)).collect();
+        let group: BTreeMap<u64, u32> = firsts
+            .iter()
+            .enumerate()
+            .map(|(n, (_, i))| (*i, n as u32 + 1))
+            .collect();
         self.nodes
             .iter()
             .map(|(p, n)| {
@@ -228,7 +282,11 @@ impl Flattener {
                     hardlink_group: None,
                 };
                 match &n.kind {
-                    Kind::File { inode, size, sha256 } => {
+                    Kind::File {
+                        inode,
+                        size,
+                        sha256,
+                    } => {
                         e.kind = "file".into();
                         e.size = Some(*size);
                         e.sha256 = Some(sha256.clone());
@@ -246,9 +304,23 @@ impl Flattener {
     }
 }
 
+/// Flattens the layers of the manifest `manifest_digest` in an OCI layout.
+pub fn flatten_image(layout: &Path, manifest_digest: &str) -> Result<Vec<TreeEntry>, ImageError> {
+    let manifest: Manifest = read_json_blob(layout, manifest_digest)?;
+    let mut f = Flattener::new();
+    for (i, l) in manifest.layers.iter().enumerate() {
+        f.apply_gzip_file(i, &blob_path(layout, &l.digest))?;
+    }
+    Ok(f.tree())
+}
+
 /// Splits a tar path into components; `./` prefixes and trailing slashes are dropped.
 fn split(raw: &str) -> io::Result<Vec<String>> {
-    let parts: Vec<String> = raw.split('/').filter(|c| !c.is_empty() && *c != ".").map(String::from).collect();
+    let parts: Vec<String> = raw
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(String::from)
+        .collect();
     if parts.iter().any(|c| c == "..") {
         return Err(io::Error::other(format!("{raw}: `..` in a layer path")));
     }

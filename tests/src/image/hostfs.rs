@@ -49,7 +49,10 @@ impl HostTree {
     /// A tree mirroring `root` as if it were `/` (absolute symlinks resolve
     /// against it), used by tests with a fake root.
     pub fn with_root(root: impl Into<PathBuf>) -> Self {
-        HostTree { root: root.into(), nodes: BTreeMap::new() }
+        HostTree {
+            root: root.into(),
+            nodes: BTreeMap::new(),
+        }
     }
 
     /// The mirrored objects.
@@ -86,15 +89,19 @@ impl HostTree {
             resolved.push(comp);
             let image_path = format!("/{}", resolved.join("/"));
             let host = self.host_path(&image_path);
-            let meta = fs::symlink_metadata(&host).map_err(ImageError::io("cannot stat host path", &host))?;
+            let meta = fs::symlink_metadata(&host)
+                .map_err(ImageError::io("cannot stat host path", &host))?;
             let ft = meta.file_type();
             if ft.is_symlink() {
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {
                     return Err(fail("too many levels of symbolic links".into()));
                 }
-                let target = fs::read_link(&host).map_err(ImageError::io("cannot read symlink", &host))?;
-                let target = target.to_str().ok_or_else(|| fail(format!("non-utf8 symlink target at {image_path}")))?;
+                let target =
+                    fs::read_link(&host).map_err(ImageError::io("cannot read symlink", &host))?;
+                let target = target
+                    .to_str()
+                    .ok_or_else(|| fail(format!("non-utf8 symlink target at {image_path}")))?;
                 self.insert(&image_path, HostNode::Symlink(target.to_string()))?;
                 resolved.pop();
                 if target.starts_with('/') {
@@ -103,16 +110,25 @@ impl HostTree {
                 todo.extend(split_rev(target));
             } else if ft.is_dir() {
                 if todo.is_empty() {
-                    return Err(fail(format!("{image_path} is a directory, expected a file")));
+                    return Err(fail(format!(
+                        "{image_path} is a directory, expected a file"
+                    )));
                 }
             } else if ft.is_file() {
                 if !todo.is_empty() {
-                    return Err(fail(format!("{image_path} is a file but the path continues below it")));
+                    return Err(fail(format!(
+                        "{image_path} is a file but the path continues below it"
+                    )));
                 }
-                self.insert(&image_path, HostNode::File(host, meta.permissions().mode() & 0o7777))?;
+                self.insert(
+                    &image_path,
+                    HostNode::File(host, meta.permissions().mode() & 0o7777),
+                )?;
                 return Ok(image_path);
             } else {
-                return Err(fail(format!("{image_path} is neither a file, directory nor symlink")));
+                return Err(fail(format!(
+                    "{image_path} is neither a file, directory nor symlink"
+                )));
             }
         }
         Err(fail("path resolves to the root directory".into()))
@@ -162,7 +178,11 @@ impl HostTree {
 }
 
 fn split_rev(path: &str) -> Vec<String> {
-    path.split('/').filter(|c| !c.is_empty()).rev().map(str::to_string).collect()
+    path.split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Resolves the host path `path` through its symlinks (like `realpath`), for
@@ -186,14 +206,22 @@ mod tests {
         symlink("usr/lib", r.join("lib")).unwrap();
         symlink("usr/lib64", r.join("lib64")).unwrap();
         symlink("usr/bin", r.join("bin")).unwrap();
-        fs::write(r.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), b"ld").unwrap();
+        fs::write(
+            r.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+            b"ld",
+        )
+        .unwrap();
         symlink(
             "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
             r.join("usr/lib64/ld-linux-x86-64.so.2"),
         )
         .unwrap();
         fs::write(r.join("usr/bin/tool"), b"tool").unwrap();
-        symlink("../bin/./tool", r.join("usr/lib/x86_64-linux-gnu/tool-link")).unwrap();
+        symlink(
+            "../../bin/./tool",
+            r.join("usr/lib/x86_64-linux-gnu/tool-link"),
+        )
+        .unwrap();
         t
     }
 
@@ -205,13 +233,22 @@ mod tests {
         assert_eq!(real, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
         let link = |s: &str| HostNode::Symlink(s.to_string());
         assert_eq!(t.nodes()["/lib64"], link("usr/lib64"));
-        assert_eq!(t.nodes()["/usr/lib64/ld-linux-x86-64.so.2"], link("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"));
+        assert_eq!(
+            t.nodes()["/usr/lib64/ld-linux-x86-64.so.2"],
+            link("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+        );
         assert_eq!(t.nodes()["/lib"], link("usr/lib"));
         assert!(matches!(t.nodes()[&real], HostNode::File(..)));
         assert_eq!(t.nodes().len(), 4);
         // Relative targets with `..` and `.` resolve against the link's directory.
-        assert_eq!(t.add("/lib/x86_64-linux-gnu/tool-link").unwrap(), "/usr/bin/tool");
-        assert_eq!(t.nodes()["/usr/lib/x86_64-linux-gnu/tool-link"], link("../bin/./tool"));
+        assert_eq!(
+            t.add("/lib/x86_64-linux-gnu/tool-link").unwrap(),
+            "/usr/bin/tool"
+        );
+        assert_eq!(
+            t.nodes()["/usr/lib/x86_64-linux-gnu/tool-link"],
+            link("../../bin/./tool")
+        );
         assert_eq!(t.host_files().len(), 2);
     }
 
@@ -221,9 +258,21 @@ mod tests {
         symlink("loop-b", root.path().join("usr/loop-a")).unwrap();
         symlink("loop-a", root.path().join("usr/loop-b")).unwrap();
         let mut t = HostTree::with_root(root.path());
-        assert!(t.add("/usr/loop-a").unwrap_err().to_string().contains("too many levels"));
-        assert!(t.add("/usr/bin").unwrap_err().to_string().contains("is a directory"));
+        assert!(t
+            .add("/usr/loop-a")
+            .unwrap_err()
+            .to_string()
+            .contains("too many levels"));
+        assert!(t
+            .add("/usr/bin")
+            .unwrap_err()
+            .to_string()
+            .contains("is a directory"));
         assert!(t.add("/usr/bin/nope").is_err());
-        assert!(t.add("/usr/bin/tool/x").unwrap_err().to_string().contains("path continues"));
+        assert!(t
+            .add("/usr/bin/tool/x")
+            .unwrap_err()
+            .to_string()
+            .contains("path continues"));
     }
 }

@@ -21,7 +21,7 @@ use tar::{Builder, EntryType};
 
 use super::digest::{hex_part, HashingWriter};
 use super::tarball::{append_exact, append_pax, header};
-use super::ImageError;
+use super::{persist, ImageError};
 
 /// File content produced on demand (e.g. from a seeded PRNG), streamed into the tar.
 pub trait Generator: Send + Sync + fmt::Debug {
@@ -53,7 +53,10 @@ impl FileSource {
             FileSource::Bytes(b) => Ok((b.len() as u64, Box::new(&b[..]))),
             FileSource::Host(p) => {
                 let f = File::open(p).map_err(ImageError::io("cannot open host file", p))?;
-                let len = f.metadata().map_err(ImageError::io("cannot stat host file", p))?.len();
+                let len = f
+                    .metadata()
+                    .map_err(ImageError::io("cannot stat host file", p))?
+                    .len();
                 Ok((len, Box::new(io::BufReader::with_capacity(1 << 16, f))))
             }
             FileSource::Generated(g) => Ok((g.len(), g.open())),
@@ -98,11 +101,22 @@ pub struct Entry {
 
 impl Entry {
     fn new(path: &str, kind: EntryKind, mode: u32) -> Self {
-        Entry { path: path.to_string(), kind, mode, uid: 0, gid: 0, xattrs: BTreeMap::new() }
+        Entry {
+            path: path.to_string(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            xattrs: BTreeMap::new(),
+        }
     }
     /// A file with in-memory content.
     pub fn file(path: &str, content: impl AsRef<[u8]>, mode: u32) -> Self {
-        Self::new(path, EntryKind::File(FileSource::Bytes(content.as_ref().into())), mode)
+        Self::new(
+            path,
+            EntryKind::File(FileSource::Bytes(content.as_ref().into())),
+            mode,
+        )
     }
     /// A file streamed from a host path.
     pub fn host_file(path: &str, host: impl Into<PathBuf>, mode: u32) -> Self {
@@ -168,14 +182,22 @@ pub struct Layer {
 
 impl Default for Layer {
     fn default() -> Self {
-        Layer { entries: Vec::new(), gzip_level: 6 }
+        Layer {
+            entries: Vec::new(),
+            gzip_level: 6,
+        }
     }
 }
 
 /// Splits an absolute image path into its components, rejecting `.`/`..`/empty ones.
 pub fn components(path: &str) -> Result<Vec<&str>, ImageError> {
-    let bad = |reason: &str| ImageError::InvalidEntry { path: path.to_string(), reason: reason.to_string() };
-    let rel = path.strip_prefix('/').ok_or_else(|| bad("image paths must be absolute"))?;
+    let bad = |reason: &str| ImageError::InvalidEntry {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    };
+    let rel = path
+        .strip_prefix('/')
+        .ok_or_else(|| bad("image paths must be absolute"))?;
     let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
     if parts.is_empty() {
         return Err(bad("the image root itself cannot be an entry"));
@@ -215,13 +237,21 @@ impl Layer {
     fn plan(&self) -> Result<Vec<Planned<'_>>, ImageError> {
         let mut by_name: BTreeMap<Vec<Cow<str>>, &Entry> = BTreeMap::new();
         for e in &self.entries {
-            let mut name: Vec<Cow<str>> = components(&e.path)?.into_iter().map(Cow::Borrowed).collect();
+            let mut name: Vec<Cow<str>> = components(&e.path)?
+                .into_iter()
+                .map(Cow::Borrowed)
+                .collect();
             let last = name.last().expect("components is never empty").clone();
             if last.starts_with(".wh.") {
-                return Err(invalid(e, "names starting with .wh. are reserved; use Entry::whiteout/opaque"));
+                return Err(invalid(
+                    e,
+                    "names starting with .wh. are reserved; use Entry::whiteout/opaque",
+                ));
             }
             match e.kind {
-                EntryKind::Whiteout => *name.last_mut().unwrap() = Cow::Owned(format!(".wh.{last}")),
+                EntryKind::Whiteout => {
+                    *name.last_mut().unwrap() = Cow::Owned(format!(".wh.{last}"))
+                }
                 EntryKind::Opaque => name.push(Cow::Borrowed(".wh..wh..opq")),
                 _ => {}
             }
@@ -235,7 +265,10 @@ impl Layer {
                 let parent = &name[..n];
                 match by_name.get(parent) {
                     Some(p) if !matches!(p.kind, EntryKind::Dir) => {
-                        return Err(invalid(e, &format!("its parent {} is not a directory in this layer", p.path)));
+                        return Err(invalid(
+                            e,
+                            &format!("its parent {} is not a directory in this layer", p.path),
+                        ));
                     }
                     Some(_) => {}
                     None => {
@@ -246,12 +279,21 @@ impl Layer {
             if let EntryKind::Hardlink(target) = &e.kind {
                 let t: Vec<Cow<str>> = components(target)?.into_iter().map(Cow::Borrowed).collect();
                 if !matches!(by_name.get(&t).map(|t| &t.kind), Some(EntryKind::File(_))) {
-                    return Err(invalid(e, "hardlink target must be a regular file of the same layer"));
+                    return Err(invalid(
+                        e,
+                        "hardlink target must be a regular file of the same layer",
+                    ));
                 }
             }
         }
-        let mut plan: Vec<Planned> = implied.into_iter().map(|name| Planned { name, entry: None }).collect();
-        plan.extend(by_name.into_iter().map(|(name, e)| Planned { name, entry: Some(e) }));
+        let mut plan: Vec<Planned> = implied
+            .into_iter()
+            .map(|name| Planned { name, entry: None })
+            .collect();
+        plan.extend(by_name.into_iter().map(|(name, e)| Planned {
+            name,
+            entry: Some(e),
+        }));
         plan.sort_by(|a, b| {
             let hl = |p: &Planned| matches!(p.entry.map(|e| &e.kind), Some(EntryKind::Hardlink(_)));
             (hl(a), &a.name).cmp(&(hl(b), &b.name))
@@ -267,29 +309,46 @@ impl Layer {
             let name = p.name.join("/");
             write_entry(&mut b, &name, p.entry)?;
         }
-        b.into_inner().map_err(ImageError::io("cannot finish layer tar", "<layer>"))
+        b.into_inner()
+            .map_err(ImageError::io("cannot finish layer tar", "<layer>"))
     }
 
     /// Writes the gzip-compressed layer into `blobs_dir` (a layout's `blobs/sha256`),
     /// named by its digest, in one streaming pass.
     pub fn write_blob(&self, blobs_dir: &Path) -> Result<LayerBlob, ImageError> {
-        let tmp = tempfile::NamedTempFile::new_in(blobs_dir).map_err(ImageError::io("cannot create temp blob in", blobs_dir))?;
-        let file = tmp.as_file().try_clone().map_err(ImageError::io("cannot reopen", tmp.path()))?;
+        let tmp = tempfile::NamedTempFile::new_in(blobs_dir)
+            .map_err(ImageError::io("cannot create temp blob in", blobs_dir))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(ImageError::io("cannot reopen", tmp.path()))?;
         let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         // GzEncoder's header has mtime 0 and no file name: nothing host-specific.
         let gz = GzEncoder::new(compressed, Compression::new(self.gzip_level.min(9)));
         let plain = self.write_tar(HashingWriter::new(gz))?;
         let (gz, diff_id, uncompressed_size) = plain.finish();
-        let compressed = gz.finish().map_err(ImageError::io("cannot finish gzip of", tmp.path()))?;
+        let compressed = gz
+            .finish()
+            .map_err(ImageError::io("cannot finish gzip of", tmp.path()))?;
         let (mut buf, digest, size) = compressed.finish();
-        buf.flush().map_err(ImageError::io("cannot write", tmp.path()))?;
+        buf.flush()
+            .map_err(ImageError::io("cannot write", tmp.path()))?;
         let dest = blobs_dir.join(hex_part(&digest));
-        tmp.persist(&dest).map_err(|e| ImageError::io("cannot rename blob to", &dest)(e.error))?;
-        Ok(LayerBlob { digest, size, diff_id, uncompressed_size })
+        persist(tmp, &dest)?;
+        Ok(LayerBlob {
+            digest,
+            size,
+            diff_id,
+            uncompressed_size,
+        })
     }
 }
 
-fn write_entry<W: Write>(b: &mut Builder<W>, name: &str, entry: Option<&Entry>) -> Result<(), ImageError> {
+fn write_entry<W: Write>(
+    b: &mut Builder<W>,
+    name: &str,
+    entry: Option<&Entry>,
+) -> Result<(), ImageError> {
     let io_err = ImageError::io("cannot write layer entry", name);
     let Some(e) = entry else {
         // Implied parent: plain root-owned 0755 directory.
@@ -301,8 +360,11 @@ fn write_entry<W: Write>(b: &mut Builder<W>, name: &str, entry: Option<&Entry>) 
 
 fn write_entry_io<W: Write>(b: &mut Builder<W>, name: &str, e: &Entry) -> io::Result<()> {
     if !e.xattrs.is_empty() {
-        let records: Vec<(String, Vec<u8>)> =
-            e.xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone())).collect();
+        let records: Vec<(String, Vec<u8>)> = e
+            .xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone()))
+            .collect();
         append_pax(b, &records)?;
     }
     let (uid, gid, mode) = (e.uid as u64, e.gid as u64, e.mode & 0o7777);
@@ -312,21 +374,36 @@ fn write_entry_io<W: Write>(b: &mut Builder<W>, name: &str, e: &Entry) -> io::Re
             let mut h = header(EntryType::Regular, mode, uid, gid, size);
             append_exact(b, &mut h, name, size, reader)?;
         }
-        EntryKind::Dir => b.append_data(&mut header(EntryType::Directory, mode, uid, gid, 0), name, io::empty())?,
-        EntryKind::Symlink(t) => b.append_link(&mut header(EntryType::Symlink, mode, uid, gid, 0), name, t)?,
+        EntryKind::Dir => b.append_data(
+            &mut header(EntryType::Directory, mode, uid, gid, 0),
+            name,
+            io::empty(),
+        )?,
+        EntryKind::Symlink(t) => {
+            b.append_link(&mut header(EntryType::Symlink, mode, uid, gid, 0), name, t)?
+        }
         EntryKind::Hardlink(t) => {
             let target = components(t).map_err(io::Error::other)?.join("/");
-            b.append_link(&mut header(EntryType::Link, mode, uid, gid, 0), name, target)?
+            b.append_link(
+                &mut header(EntryType::Link, mode, uid, gid, 0),
+                name,
+                target,
+            )?
         }
-        EntryKind::Whiteout | EntryKind::Opaque => {
-            b.append_data(&mut header(EntryType::Regular, mode, uid, gid, 0), name, io::empty())?
-        }
+        EntryKind::Whiteout | EntryKind::Opaque => b.append_data(
+            &mut header(EntryType::Regular, mode, uid, gid, 0),
+            name,
+            io::empty(),
+        )?,
     }
     Ok(())
 }
 
 fn invalid(e: &Entry, reason: &str) -> ImageError {
-    ImageError::InvalidEntry { path: e.path.clone(), reason: reason.to_string() }
+    ImageError::InvalidEntry {
+        path: e.path.clone(),
+        reason: reason.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - [`layer`]: layer model and deterministic tar+gzip serialization,
 //! - [`hostfs`]: copying host paths with every symlink on the way,
 //! - [`elf`]: the shared-library closure of host binaries,
+//! - [`manifest`]: the OCI JSON documents and reading them from a layout,
 //! - [`oci`]: OCI layout, config, manifest and index writing,
 //! - [`archive`]: `docker save` and OCI layout tarballs,
 //! - [`push`]: pushing a layout to a Distribution registry,
@@ -28,6 +29,7 @@ pub mod hostfs;
 pub mod large;
 pub mod layer;
 pub mod layered;
+pub mod manifest;
 pub mod oci;
 pub mod push;
 mod tarball;
@@ -117,7 +119,10 @@ pub enum ImageError {
 
 impl ImageError {
     /// Wraps an I/O error with the action and path it concerns.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| ImageError::Io {
             action,
@@ -131,6 +136,21 @@ impl ImageError {
         let what = what.into();
         move |source| ImageError::Json { what, source }
     }
+}
+
+/// Moves a finished temp file to `dest`, readable by everyone: test users
+/// other than root read these images, and temp files start out 0600.
+pub(crate) fn persist(
+    tmp: tempfile::NamedTempFile,
+    dest: &std::path::Path,
+) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let perms = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(tmp.path(), perms)
+        .map_err(ImageError::io("cannot chmod", tmp.path()))?;
+    tmp.persist(dest)
+        .map_err(|e| ImageError::io("cannot rename temp file to", dest)(e.error))?;
+    Ok(())
 }
 
 /// The host's architecture in Go/OCI naming (`amd64`, `arm64`, ...).

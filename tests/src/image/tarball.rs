@@ -29,7 +29,11 @@ pub(crate) fn append_dir<W: Write>(b: &mut Builder<W>, name: &str) -> io::Result
 }
 
 /// Appends a root-owned 0644 file from memory.
-pub(crate) fn append_bytes<W: Write>(b: &mut Builder<W>, name: &str, data: &[u8]) -> io::Result<()> {
+pub(crate) fn append_bytes<W: Write>(
+    b: &mut Builder<W>,
+    name: &str,
+    data: &[u8],
+) -> io::Result<()> {
     let mut h = header(EntryType::Regular, 0o644, 0, 0, data.len() as u64);
     b.append_data(&mut h, name, data)
 }
@@ -72,7 +76,10 @@ pub(crate) fn append_exact<W: Write, R: Read>(
 
 /// Appends a PAX extended header (`SCHILY.xattr.*` records and the like) that
 /// applies to the next entry. The tar crate's builder has no API for this.
-pub(crate) fn append_pax<W: Write>(b: &mut Builder<W>, records: &[(String, Vec<u8>)]) -> io::Result<()> {
+pub(crate) fn append_pax<W: Write>(
+    b: &mut Builder<W>,
+    records: &[(String, Vec<u8>)],
+) -> io::Result<()> {
     let mut data = Vec::new();
     for (key, value) in records {
         // A record is "<len> <key>=<value>\n" where <len> counts itself too,
