@@ -5,6 +5,9 @@
 //! Every `extern "C"` entry point goes through [`ffi::guard`], so no panic ever
 //! unwinds into slurmstepd and every failure is reported through Slurm's own log.
 
+pub mod args;
 pub mod ffi;
 pub mod log;
+pub mod options;
 mod plugin;
+mod register;

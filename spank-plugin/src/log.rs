@@ -35,8 +35,8 @@ static SLURM: Lazy<SlurmLog> = Lazy::new(|| SlurmLog {
 fn emit(f: Option<LogFn>, level: &str, msg: &str) {
     // Slurm's functions take a printf format: pass the message as an argument to "%s"
     // so a `%` in a path or an image name cannot be read as a conversion.
-    let text = CString::new(format!("berth: {msg}").replace('\0', " "))
-        .expect("NULs were replaced");
+    let text =
+        CString::new(format!("berth: {msg}").replace('\0', " ")).expect("NULs were replaced");
     match f {
         // SAFETY: a valid format string with exactly one `%s` and its C string.
         Some(f) => unsafe { f(c"%s".as_ptr(), text.as_ptr()) },
