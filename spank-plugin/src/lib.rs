@@ -6,8 +6,11 @@
 //! unwinds into slurmstepd and every failure is reported through Slurm's own log.
 
 pub mod args;
+pub mod env;
 pub mod ffi;
+pub mod launch;
 pub mod log;
 pub mod options;
 mod plugin;
 mod register;
+pub mod spank;

@@ -13,7 +13,9 @@ use slurm_headers::{spank_context, spank_context_t, spank_t, SLURM_VERSION_NUMBE
 
 use crate::args::PluginArgs;
 use crate::ffi::{guard, SPANK_FAIL, SPANK_OK};
+use crate::launch::{self, Container};
 use crate::options::{Request, OPTIONS};
+use crate::spank::Spank;
 
 /// The plugin's name, as `SPANK_PLUGIN(berth, 1)` would declare it.
 #[no_mangle]
@@ -33,6 +35,11 @@ pub static spank_plugin_version: libc::c_uint = 1;
 struct State {
     args: Option<PluginArgs>,
     request: Request,
+    /// The step's container on this node (slurmstepd only).
+    container: Option<Container>,
+    /// An error from a callback whose failure Slurm does not show to the user,
+    /// raised again in the task callbacks, whose errors reach srun.
+    held: Option<String>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -121,26 +128,135 @@ pub unsafe extern "C" fn option_callback(
     }
 }
 
+fn args() -> PluginArgs {
+    with_state(|s| s.args.clone().unwrap_or_default())
+}
+
 /// Called after options are parsed, in every context: applies the
-/// `BERTH_CONTAINER_*` defaults and refuses a container request this build
-/// cannot honour, so a job never silently runs outside its image.
+/// `BERTH_CONTAINER_*` defaults; in slurmstepd (as root, once per node and step)
+/// makes the step's container.
 ///
 /// # Safety
 /// Called by Slurm with its own handle.
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_init_post_opt(
+    sp: spank_t,
+    _argc: libc::c_int,
+    _argv: *mut *mut libc::c_char,
+) -> libc::c_int {
+    let sp = Spank(sp);
+    let remote = unsafe { spank_context() } == spank_context_t::S_CTX_REMOTE;
+    guard("container", || -> Result<(), Box<dyn std::error::Error>> {
+        if remote {
+            // The job's environment is what srun or sbatch saw.
+            with_state(|s| {
+                s.request
+                    .apply_env_defaults(|k| sp.getenv(k).ok().flatten())
+            })?;
+        } else {
+            with_state(|s| s.request.apply_env_defaults(|k| std::env::var(k).ok()))?;
+        }
+        let request = with_state(|s| s.request.clone());
+        if request.image.is_none() || !remote {
+            return Ok(());
+        }
+        let made = sp
+            .job()
+            .map_err(|e| e.to_string())
+            .and_then(|job| {
+                Ok((
+                    job.clone(),
+                    sp.supplementary_gids().map_err(|e| e.to_string())?,
+                ))
+            })
+            .and_then(|(job, groups)| {
+                Container::create(&args(), &request, &job, &groups).map_err(|e| e.to_string())
+            });
+        match made {
+            Ok(c) => with_state(|s| s.container = Some(c)),
+            // Slurm logs a failure here only in slurmd's log: hold it for the tasks.
+            Err(e) => with_state(|s| s.held = Some(e)),
+        }
+        Ok(())
+    })
+}
+
+/// Called in each task, still privileged, right after fork: joins the step's
+/// container.
+///
+/// # Safety
+/// Called by Slurm with its own handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_task_init_privileged(
     _sp: spank_t,
     _argc: libc::c_int,
     _argv: *mut *mut libc::c_char,
 ) -> libc::c_int {
-    guard("container", || -> Result<(), Box<dyn std::error::Error>> {
-        with_state(|s| s.request.apply_env_defaults(|k| std::env::var(k).ok()))?;
-        match with_state(|s| s.request.image.clone()) {
-            Some(image) => Err(format!(
-                "cannot run {image}: this build of berth cannot launch containers from Slurm yet; run the step without --container-image"
-            )
-            .into()),
-            None => Ok(()),
+    guard("container", || -> Result<(), String> {
+        if let Some(e) = with_state(|s| s.held.clone()) {
+            return Err(e);
         }
+        with_state(|s| s.container.as_ref().map(Container::join).transpose())
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
+/// Called in each task as the job user, just before exec: sets the merged
+/// environment and the working directory inside the container.
+///
+/// # Safety
+/// Called by Slurm with its own handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_task_init(
+    sp: spank_t,
+    _argc: libc::c_int,
+    _argv: *mut *mut libc::c_char,
+) -> libc::c_int {
+    let sp = Spank(sp);
+    guard("container", || -> Result<(), Box<dyn std::error::Error>> {
+        let Some((created, keep)) = with_state(|s| {
+            s.container
+                .as_ref()
+                .map(|c| (c.created.clone(), s.request.env.clone()))
+        }) else {
+            return Ok(());
+        };
+        let job_has = |name: &str| sp.getenv(name).ok().flatten().is_some();
+        for var in crate::env::merge(&created.env, job_has, &keep) {
+            sp.setenv(&var.name, &var.value)?;
+        }
+        if let Some(cwd) = &created.cwd {
+            std::env::set_current_dir(cwd).map_err(|e| {
+                format!("cannot enter working directory {cwd} in the container: {e}")
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// Called when the step ends on this node: removes the step's container unless
+/// it is a named one that later steps of the job reuse.
+///
+/// # Safety
+/// Called by Slurm with its own handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_exit(
+    _sp: spank_t,
+    _argc: libc::c_int,
+    _argv: *mut *mut libc::c_char,
+) -> libc::c_int {
+    guard("cleanup", || -> Result<(), launch::LaunchError> {
+        let Some((id, named)) = with_state(|s| {
+            s.container
+                .take()
+                .map(|c| (c.created.id.clone(), s.request.name.is_some()))
+        }) else {
+            return Ok(());
+        };
+        if named {
+            return Ok(());
+        }
+        launch::delete(&args(), &id)
     })
 }

@@ -55,3 +55,13 @@ pub fn spank_plugin() -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| target.join("debug/libspank_berth.so"))
 }
+
+/// The freshly built `berth` binary (release build if present, else debug).
+pub fn berth_bin() -> PathBuf {
+    let target = target_dir();
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("berth"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| target.join("debug/berth"))
+}

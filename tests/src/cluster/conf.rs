@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn plugstack_names_plugin_and_args() {
-        let line = plugstack_conf(Some(Path::new("/p/spank_berth.so")), &["config=/e/b.toml".into()]);
+        let line = plugstack_conf(
+            Some(Path::new("/p/spank_berth.so")),
+            &["config=/e/b.toml".into()],
+        );
         assert_eq!(line, "required /p/spank_berth.so config=/e/b.toml\n");
     }
 }

@@ -27,16 +27,29 @@ pub const MARK: &str = "BERTH_DEV_CLUSTER";
 pub enum ClusterError {
     /// A port the cluster needs is held by another program.
     #[error("{daemon} port {port} is already in use by {owner}: stop that program or choose another port")]
-    PortTaken { daemon: &'static str, port: u16, owner: String },
+    PortTaken {
+        daemon: &'static str,
+        port: u16,
+        owner: String,
+    },
     /// A daemon did not start.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     /// slurmd runs but the node never became usable.
     #[error("node {node} is not usable after {secs} s (state {state}, reason {reason:?}): see {}", log.display())]
-    NodeNotReady { node: String, state: String, reason: String, secs: u64, log: PathBuf },
+    NodeNotReady {
+        node: String,
+        state: String,
+        reason: String,
+        secs: u64,
+        log: PathBuf,
+    },
     /// A file or directory could not be written.
     #[error("cannot write {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A job step on the cluster failed.
     #[error("the job step failed ({0}): see the output above and the slurmd log")]
     Step(String),
@@ -84,7 +97,11 @@ impl ClusterConfig {
     /// The default cluster: `paths::cluster_dir()` with berth's plugin when built.
     pub fn default_for_host() -> Self {
         let plugin = paths::spank_plugin();
-        ClusterConfig { plugin: plugin.is_file().then_some(plugin), ..Self::at(paths::cluster_dir()) }
+        ClusterConfig {
+            plugin: plugin.is_file().then_some(plugin),
+            plugin_args: vec![format!("runtime={}", paths::berth_bin().display())],
+            ..Self::at(paths::cluster_dir())
+        }
     }
 }
 
@@ -97,14 +114,19 @@ pub struct Cluster {
 
 /// This host's short name, which is the cluster's one node.
 pub fn node_name() -> String {
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     host.split('.').next().unwrap_or("localhost").to_string()
 }
 
 impl Cluster {
     /// A handle on the cluster in `cfg.dir`, started or not.
     pub fn new(cfg: ClusterConfig) -> Self {
-        Cluster { cfg, node: node_name() }
+        Cluster {
+            cfg,
+            node: node_name(),
+        }
     }
 
     /// Starts the cluster, or reuses it when it already runs with the same config.
@@ -120,7 +142,8 @@ impl Cluster {
         let root = paths::root();
         mkdir(&root, 0o755)?;
         let lock = root.join("cluster.lock");
-        let _held = crate::lock::exclusive(&lock).map_err(|source| ClusterError::Io { path: lock, source })?;
+        let _held = crate::lock::exclusive(&lock)
+            .map_err(|source| ClusterError::Io { path: lock, source })?;
         Cluster::start(ClusterConfig::default_for_host())
     }
 
@@ -156,7 +179,9 @@ impl Cluster {
 
     /// True when munged, slurmctld and slurmd of this cluster all run.
     pub fn is_running(&self) -> bool {
-        ["munged", "slurmctld", "slurmd"].iter().all(|d| daemon::running(&self.run_dir(), d).is_some())
+        ["munged", "slurmctld", "slurmd"]
+            .iter()
+            .all(|d| daemon::running(&self.run_dir(), d).is_some())
     }
 
     /// Live processes started for this cluster: the daemons (by their mark) and
@@ -171,7 +196,13 @@ impl Cluster {
 
     fn write_configs(&self) -> Result<bool, ClusterError> {
         let d = &self.cfg.dir;
-        for (sub, mode) in [("", 0o755), ("run", 0o755), ("munge", 0o755), ("state", 0o700), ("spool", 0o755)] {
+        for (sub, mode) in [
+            ("", 0o755),
+            ("run", 0o755),
+            ("munge", 0o755),
+            ("state", 0o700),
+            ("spool", 0o755),
+        ] {
             mkdir(&d.join(sub), mode)?;
         }
         let slurm_conf = conf::slurm_conf(&self.cfg, &self.node);
@@ -187,7 +218,10 @@ impl Cluster {
             let mut bytes = vec![0u8; 1024];
             fs::File::open("/dev/urandom")
                 .and_then(|mut f| f.read_exact(&mut bytes))
-                .map_err(|source| ClusterError::Io { path: key.clone(), source })?;
+                .map_err(|source| ClusterError::Io {
+                    path: key.clone(),
+                    source,
+                })?;
             write_bytes(&key, &bytes, 0o600)?;
         }
         Ok(unchanged)
@@ -199,12 +233,19 @@ impl Cluster {
             return self.wait_node();
         }
         self.stop()?;
-        for (daemon, port) in [("slurmctld", self.cfg.ctld_port), ("slurmd", self.cfg.slurmd_port)] {
+        for (daemon, port) in [
+            ("slurmctld", self.cfg.ctld_port),
+            ("slurmd", self.cfg.slurmd_port),
+        ] {
             if proc::port_in_use(port) {
                 let owner = proc::port_owner(port)
                     .map(|(pid, comm)| format!("pid {pid} ({comm})"))
                     .unwrap_or_else(|| "another program".into());
-                return Err(ClusterError::PortTaken { daemon, port, owner });
+                return Err(ClusterError::PortTaken {
+                    daemon,
+                    port,
+                    owner,
+                });
             }
         }
         let result = self.spawn_all();
@@ -215,7 +256,15 @@ impl Cluster {
         result
     }
 
-    fn daemon<'a>(&'a self, name: &'a str, program: &'a str, package: &'a str, args: Vec<String>, run_dir: &'a Path, mark: &'a str) -> Daemon<'a> {
+    fn daemon<'a>(
+        &'a self,
+        name: &'a str,
+        program: &'a str,
+        package: &'a str,
+        args: Vec<String>,
+        run_dir: &'a Path,
+        mark: &'a str,
+    ) -> Daemon<'a> {
         Daemon {
             name,
             program,
@@ -233,23 +282,58 @@ impl Cluster {
         let mark = self.mark();
         let timeout = self.cfg.start_timeout;
         let socket = self.cfg.dir.join("munge/munge.socket");
-        let munged = self.daemon("munged", "/usr/sbin/munged", "munge", vec![
-            "--foreground".into(),
-            // munged refuses to run as root without --force; the key and socket are ours.
-            "--force".into(),
-            format!("--socket={}", socket.display()),
-            format!("--key-file={d}/munge/munge.key"),
-            format!("--pid-file={d}/run/munged.munge.pid"),
-            format!("--seed-file={d}/munge/munge.seed"),
-        ], &run_dir, &mark);
+        let munged = self.daemon(
+            "munged",
+            "/usr/sbin/munged",
+            "munge",
+            vec![
+                "--foreground".into(),
+                // munged refuses to run as root without --force; the key and socket are ours.
+                "--force".into(),
+                format!("--socket={}", socket.display()),
+                format!("--key-file={d}/munge/munge.key"),
+                format!("--pid-file={d}/run/munged.munge.pid"),
+                format!("--seed-file={d}/munge/munge.seed"),
+            ],
+            &run_dir,
+            &mark,
+        );
         munged.start(timeout, || socket.exists())?;
 
         let conf = self.conf_path().display().to_string();
         let ctld_port = self.cfg.ctld_port;
-        let ctld = self.daemon("slurmctld", "/usr/sbin/slurmctld", "slurm-wlm", vec!["-D".into(), "-c".into(), "-i".into(), "-f".into(), conf.clone()], &run_dir, &mark);
-        ctld.start(timeout, || std::net::TcpStream::connect(("127.0.0.1", ctld_port)).is_ok())?;
+        let ctld = self.daemon(
+            "slurmctld",
+            "/usr/sbin/slurmctld",
+            "slurm-wlm",
+            vec![
+                "-D".into(),
+                "-c".into(),
+                "-i".into(),
+                "-f".into(),
+                conf.clone(),
+            ],
+            &run_dir,
+            &mark,
+        );
+        ctld.start(timeout, || {
+            std::net::TcpStream::connect(("127.0.0.1", ctld_port)).is_ok()
+        })?;
 
-        let slurmd = self.daemon("slurmd", "/usr/sbin/slurmd", "slurm-wlm", vec!["-D".into(), "-N".into(), self.node.clone(), "-f".into(), conf], &run_dir, &mark);
+        let slurmd = self.daemon(
+            "slurmd",
+            "/usr/sbin/slurmd",
+            "slurm-wlm",
+            vec![
+                "-D".into(),
+                "-N".into(),
+                self.node.clone(),
+                "-f".into(),
+                conf,
+            ],
+            &run_dir,
+            &mark,
+        );
         let node = self.node.clone();
         slurmd
             .start(timeout, || self.node_state().is_some_and(|s| s.is_usable()))
@@ -271,7 +355,10 @@ impl Cluster {
         let state = self.node_state();
         ClusterError::NodeNotReady {
             node: node.into(),
-            state: state.as_ref().map(|s| s.states.join("+")).unwrap_or_else(|| "unknown".into()),
+            state: state
+                .as_ref()
+                .map(|s| s.states.join("+"))
+                .unwrap_or_else(|| "unknown".into()),
             reason: state.map(|s| s.reason).unwrap_or_default(),
             secs: self.cfg.start_timeout.as_secs(),
             log: self.run_dir().join("slurmd.log"),
@@ -279,7 +366,9 @@ impl Cluster {
     }
 
     fn wait_node(&self) -> Result<(), ClusterError> {
-        if proc::wait_until(self.cfg.start_timeout, || self.node_state().is_some_and(|s| s.is_usable())) {
+        if proc::wait_until(self.cfg.start_timeout, || {
+            self.node_state().is_some_and(|s| s.is_usable())
+        }) {
             Ok(())
         } else {
             Err(self.not_ready(&self.node))
@@ -291,13 +380,18 @@ impl Cluster {
     pub fn stop(&self) -> Result<(), ClusterError> {
         let run_dir = self.run_dir();
         if daemon::running(&run_dir, "slurmctld").is_some() {
-            let _ = self.command("scancel").args(["--partition", PARTITION]).output();
+            let _ = self
+                .command("scancel")
+                .args(["--partition", PARTITION])
+                .output();
             let squeue = || {
                 let mut cmd = self.command("squeue");
                 cmd.arg("--json");
                 query::active_jobs(cmd)
             };
-            proc::wait_until(Duration::from_secs(15), || squeue().is_none_or(|j| j.is_empty()));
+            proc::wait_until(Duration::from_secs(15), || {
+                squeue().is_none_or(|j| j.is_empty())
+            });
         }
         for name in ["slurmd", "slurmctld", "munged"] {
             daemon::stop(&run_dir, name, Duration::from_secs(10));
@@ -317,7 +411,10 @@ impl Cluster {
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<(), ClusterError> {
-    fsutil::mkdir(path, mode).map_err(|source| ClusterError::Io { path: path.to_path_buf(), source })
+    fsutil::mkdir(path, mode).map_err(|source| ClusterError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), ClusterError> {
@@ -325,5 +422,8 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), ClusterError> {
 }
 
 fn write_bytes(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ClusterError> {
-    fsutil::write_atomic(path, bytes, mode).map_err(|source| ClusterError::Io { path: path.to_path_buf(), source })
+    fsutil::write_atomic(path, bytes, mode).map_err(|source| ClusterError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
