@@ -55,7 +55,9 @@ pub fn source_fingerprint() -> String {
         include_str!("large.rs"),
         include_str!("layer.rs"),
         include_str!("layered.rs"),
+        include_str!("manifest.rs"),
         include_str!("oci.rs"),
+        include_str!("source.rs"),
         include_str!("tarball.rs"),
     ];
     let mut h = Sha256::new();
@@ -109,6 +111,10 @@ pub fn build_or_reuse(
 ) -> Result<BuiltImage, ImageError> {
     if let Some(built) = cached(dir, stamp) {
         tracing::debug!(dir = %dir.display(), "reusing cached test image");
+        // Mark it recently used, for [`prune`].
+        if let Ok(f) = OpenOptions::new().append(true).open(dir.join(STAMP)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
         return Ok(built);
     }
     let parent = dir.parent().unwrap_or(Path::new("/"));
@@ -147,6 +153,39 @@ fn finish(tmp: &Path, stamp: &str, mut built: BuiltImage) -> Result<BuiltImage, 
     fs::write(tmp.join(BUILT), json).map_err(ImageError::io("cannot write", tmp.join(BUILT)))?;
     fs::write(tmp.join(STAMP), stamp).map_err(ImageError::io("cannot write", tmp.join(STAMP)))?;
     Ok(built)
+}
+
+/// `cache_dir/<name>-<first 16 hex digits of stamp>`.
+pub fn keyed_dir(cache_dir: &Path, name: &str, stamp: &str) -> PathBuf {
+    cache_dir.join(format!("{name}-{}", &stamp[..16.min(stamp.len())]))
+}
+
+/// Removes all but the `keep` most recently used `cache_dir/<name>-*`
+/// versions (by their stamp file's mtime), with their lock directories.
+/// Errors are ignored: pruning is housekeeping, and a version another
+/// process is using right now is among the most recent anyway.
+pub fn prune(cache_dir: &Path, name: &str, keep: usize) {
+    let Ok(rd) = fs::read_dir(cache_dir) else {
+        return;
+    };
+    let prefix = format!("{name}-");
+    let mut versions: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| {
+            let used = fs::metadata(e.path().join(STAMP)).and_then(|m| m.modified());
+            (used.unwrap_or(std::time::UNIX_EPOCH), e.path())
+        })
+        .collect();
+    versions.sort_by(|a, b| b.cmp(a));
+    for (_, dir) in versions.into_iter().skip(keep) {
+        let lock = cache_dir.join(format!(
+            ".{}.lock.d",
+            dir.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(lock);
+    }
 }
 
 /// Temp and old directories of interrupted builds (any pid: we hold the lock).
@@ -204,5 +243,40 @@ mod tests {
         let c = build_or_reuse(&dir, "other", |d| build_image(&spec("c"), d)).unwrap();
         assert_ne!(c.manifest_digest, a.manifest_digest);
         assert!(cached(&dir, &s1).is_none());
+    }
+
+    #[test]
+    fn prune_keeps_the_most_recently_used_versions() {
+        let t = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        for (i, v) in ["big-a", "big-b", "big-c"].iter().enumerate() {
+            let d = t.path().join(v);
+            fs::create_dir_all(&d).unwrap();
+            fs::create_dir_all(t.path().join(format!(".{v}.lock.d"))).unwrap();
+            let f = File::create(d.join(STAMP)).unwrap();
+            f.set_modified(now - std::time::Duration::from_secs(100 * (3 - i as u64)))
+                .unwrap();
+        }
+        fs::create_dir_all(t.path().join("other-x")).unwrap();
+        prune(t.path(), "big", 2);
+        let mut left: Vec<String> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".big-b.lock.d",
+                ".big-c.lock.d",
+                "big-b",
+                "big-c",
+                "other-x"
+            ]
+        );
+        assert_eq!(
+            keyed_dir(t.path(), "big", "0123456789abcdef0123"),
+            t.path().join("big-0123456789abcdef")
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use super::busybox::{self, base_layer, etc_entries};
-use super::cache::{build_or_reuse, stamp, DirLock};
+use super::cache::{build_or_reuse, keyed_dir, prune, source_fingerprint, stamp, DirLock};
 use super::elf::add_with_libraries;
 use super::flatten::flatten_image;
 use super::hostfs::HostTree;
@@ -33,6 +33,10 @@ pub const TOOLS: &[&str] = &[
     "/usr/bin/stat",
     "/usr/bin/getent",
 ];
+
+/// How many builder versions of the large image the cache keeps (about
+/// 800 MB each): enough for a couple of checkouts used side by side.
+pub const LARGE_VERSIONS_KEPT: usize = 3;
 
 /// File name of the layered image's expected flattened tree.
 pub const EXPECTED_TREE: &str = "expected-tree.json";
@@ -120,6 +124,27 @@ fn build_with(
     extra: &str,
     build: impl FnOnce(&Path) -> Result<BuiltImage, ImageError>,
 ) -> Result<BuiltImage, ImageError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stamp = image_stamp(&name, inputs, extra)?;
+    build_stamped(dir, &stamp, build)
+}
+
+/// The stamp of image `name`: its inputs, `extra` and the builder's source.
+fn image_stamp(name: &str, inputs: &[PathBuf], extra: &str) -> Result<String, ImageError> {
+    stamp(
+        &format!("{name}\n{extra}\n{}", source_fingerprint()),
+        inputs,
+    )
+}
+
+fn build_stamped(
+    dir: &Path,
+    stamp: &str,
+    build: impl FnOnce(&Path) -> Result<BuiltImage, ImageError>,
+) -> Result<BuiltImage, ImageError> {
     let parent = dir.parent().unwrap_or(Path::new("/"));
     let name = dir
         .file_name()
@@ -127,12 +152,8 @@ fn build_with(
         .unwrap_or_default();
     // One lock per image, so building one image never waits on another.
     let _lock = DirLock::acquire(&parent.join(format!(".{name}.lock.d")))?;
-    let stamp = stamp(
-        &format!("{name}\n{extra}\n{}", super::cache::source_fingerprint()),
-        inputs,
-    )?;
     let start = std::time::Instant::now();
-    let built = build_or_reuse(dir, &stamp, build)?;
+    let built = build_or_reuse(dir, stamp, build)?;
     tracing::info!(image = %built.reference(), secs = start.elapsed().as_secs_f64(), "test image ready");
     Ok(built)
 }
@@ -229,30 +250,33 @@ fn build_index(dir: &Path) -> Result<BuiltImage, ImageError> {
     package(&writer, &spec, &host, &index, platforms, dir)
 }
 
-/// Builds or reuses the large image in `cache_dir` and links it from
-/// `out_dir/large`; falls back to `out_dir` when the cache dir is unusable.
+/// Builds or reuses the large image in `cache_dir/large-<stamp>` and links
+/// it from `out_dir/large`; falls back to `out_dir` when the cache dir is
+/// unusable. Keying the cache by stamp lets processes built from different
+/// builder versions share the cache without rebuilding over each other.
 fn build_large(
     out_dir: &Path,
     cache_dir: &Path,
     bb_inputs: &[PathBuf],
 ) -> Result<BuiltImage, ImageError> {
     let link = out_dir.join("large");
-    let extra = format!("seed={:x}", large::SEED);
+    let stamp = image_stamp("large", bb_inputs, &format!("seed={:x}", large::SEED))?;
     let build = |d: &Path| build_image(&large::spec()?, d);
     if let Err(e) = fs::create_dir_all(cache_dir) {
         tracing::warn!(cache = %cache_dir.display(), error = %e, "cache dir unusable; building the large image uncached");
         if fs::read_link(&link).is_ok() {
             fs::remove_file(&link).map_err(ImageError::io("cannot remove", &link))?;
         }
-        return build_with(&link, bb_inputs, &extra, build);
+        return build_stamped(&link, &stamp, build);
     }
-    let mut built = build_with(&cache_dir.join("large"), bb_inputs, &extra, build)?;
-    if fs::canonicalize(&link).ok() != fs::canonicalize(cache_dir.join("large")).ok() {
+    let cached_dir = keyed_dir(cache_dir, "large", &stamp);
+    let mut built = build_stamped(&cached_dir, &stamp, build)?;
+    prune(cache_dir, "large", LARGE_VERSIONS_KEPT);
+    if fs::read_link(&link).ok().as_deref() != Some(cached_dir.as_path()) {
         // Replace whatever is there (an old uncached build or a stale link) atomically.
         let tmp = out_dir.join(format!(".large.link-{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
-        symlink(cache_dir.join("large"), &tmp)
-            .map_err(ImageError::io("cannot create symlink", &tmp))?;
+        symlink(&cached_dir, &tmp).map_err(ImageError::io("cannot create symlink", &tmp))?;
         if link.is_dir() && !link.is_symlink() {
             fs::remove_dir_all(&link).map_err(ImageError::io("cannot remove", &link))?;
         }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::layer::{Entry, Layer};
 use super::ImageError;
@@ -183,12 +183,6 @@ fn split_rev(path: &str) -> Vec<String> {
         .rev()
         .map(str::to_string)
         .collect()
-}
-
-/// Resolves the host path `path` through its symlinks (like `realpath`), for
-/// callers that need the real file to read it.
-pub fn real_path(path: &Path) -> Result<PathBuf, ImageError> {
-    fs::canonicalize(path).map_err(ImageError::io("cannot resolve", path))
 }
 
 #[cfg(test)]

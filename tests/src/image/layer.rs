@@ -8,9 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,49 +18,9 @@ use serde::{Deserialize, Serialize};
 use tar::{Builder, EntryType};
 
 use super::digest::{hex_part, HashingWriter};
+pub use super::source::{FileSource, Generator};
 use super::tarball::{append_exact, append_pax, header};
 use super::{persist, ImageError};
-
-/// File content produced on demand (e.g. from a seeded PRNG), streamed into the tar.
-pub trait Generator: Send + Sync + fmt::Debug {
-    /// Exact number of bytes [`Generator::open`] yields.
-    fn len(&self) -> u64;
-    /// True when the content is empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// A fresh reader over the whole content; every call yields the same bytes.
-    fn open(&self) -> Box<dyn Read + Send + '_>;
-}
-
-/// Where a regular file's bytes come from.
-#[derive(Debug, Clone)]
-pub enum FileSource {
-    /// Small content held in memory.
-    Bytes(Arc<[u8]>),
-    /// A host file, streamed at serialization time (size checked against its metadata).
-    Host(PathBuf),
-    /// Generated content, streamed at serialization time.
-    Generated(Arc<dyn Generator>),
-}
-
-impl FileSource {
-    /// Size in bytes and a reader over the content.
-    pub fn open(&self) -> Result<(u64, Box<dyn Read + Send + '_>), ImageError> {
-        match self {
-            FileSource::Bytes(b) => Ok((b.len() as u64, Box::new(&b[..]))),
-            FileSource::Host(p) => {
-                let f = File::open(p).map_err(ImageError::io("cannot open host file", p))?;
-                let len = f
-                    .metadata()
-                    .map_err(ImageError::io("cannot stat host file", p))?
-                    .len();
-                Ok((len, Box::new(io::BufReader::with_capacity(1 << 16, f))))
-            }
-            FileSource::Generated(g) => Ok((g.len(), g.open())),
-        }
-    }
-}
 
 /// What an entry is.
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 use super::*;
 use crate::image::digest::sha256_bytes;
 use crate::image::FIXED_MTIME;
+use std::io::Read;
 
 fn sample() -> Layer {
     let mut big = vec![0u8; 300_000];

@@ -116,4 +116,3 @@ pub fn resolve_tag(layout: &Path, tag: &str) -> Result<Descriptor, ImageError> {
             reason: format!("no manifest tagged {tag:?}"),
         })
 }
-

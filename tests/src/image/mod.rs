@@ -8,7 +8,7 @@
 //! tar; [`catalog::build_all`] builds the project's whole set with caching.
 //!
 //! One concern per file:
-//! - [`layer`]: layer model and deterministic tar+gzip serialization,
+//! - [`layer`] (with [`source`]): layer model and deterministic tar+gzip serialization,
 //! - [`hostfs`]: copying host paths with every symlink on the way,
 //! - [`elf`]: the shared-library closure of host binaries,
 //! - [`manifest`]: the OCI JSON documents and reading them from a layout,
@@ -32,6 +32,7 @@ pub mod layered;
 pub mod manifest;
 pub mod oci;
 pub mod push;
+pub mod source;
 mod tarball;
 
 #[cfg(test)]

@@ -14,15 +14,13 @@ use super::archive::{write_docker_archive, write_oci_archive};
 use super::digest::{hex_part, sha256_bytes};
 use super::layer::{Layer, LayerBlob};
 pub use super::manifest::{
-    blob_descriptor, blob_path, read_json_blob, resolve_tag, Descriptor, Index, Manifest, Platform, ANNOTATION_REF_NAME,
-    MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST,
+    blob_descriptor, blob_path, read_json_blob, resolve_tag, Descriptor, Index, Manifest, Platform,
+    ANNOTATION_REF_NAME, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST,
 };
 use super::{host_arch, ImageError, FIXED_CREATED};
 
-
 /// Prefix of every test image's repository (`berth-test/busybox`).
 pub const REPO_PREFIX: &str = "berth-test/";
-
 
 #[derive(Serialize)]
 struct Config<'a> {
