@@ -37,7 +37,9 @@ fn main() {
         .allowlist_function("spank_.*|slurm_(error|info|verbose|debug|debug2|debug3|spank_log)")
         .allowlist_type("spank_.*|spank_t|spank_err_t|spank_item_t|spank_context_t|spank_option")
         .allowlist_var("ESPANK_.*|S_.*|SPANK_.*|SLURM_VERSION_NUMBER")
-        .default_enum_style(bindgen::EnumVariation::Rust { non_exhaustive: false })
+        .default_enum_style(bindgen::EnumVariation::Rust {
+            non_exhaustive: false,
+        })
         .derive_debug(true)
         .layout_tests(false)
         .generate()

@@ -40,6 +40,8 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         let err = read_state("not json".as_bytes()).unwrap_err();
-        assert!(err.to_string().starts_with("the container state on stdin is not OCI state JSON"));
+        assert!(err
+            .to_string()
+            .starts_with("the container state on stdin is not OCI state JSON"));
     }
 }

@@ -3,6 +3,7 @@
 //! The library holds one concern per module (youki-style); the `berth`
 //! binary in `main.rs` is a thin command-line layer over [`container`].
 
+pub mod bundle;
 pub mod caps;
 pub mod cgroups;
 pub mod cli;
@@ -10,13 +11,16 @@ pub mod config;
 pub mod console;
 pub mod container;
 pub mod hooks;
+pub mod image;
 pub mod log;
 pub mod namespaces;
 pub mod process;
 pub mod resolve;
 pub mod rlimits;
 pub mod rootfs;
+pub mod site;
 pub mod state;
+pub mod store;
 pub mod sync;
 pub mod userns;
 

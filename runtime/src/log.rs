@@ -21,15 +21,30 @@ static TARGET: OnceLock<LogTarget> = OnceLock::new();
 /// a tracing subscriber. Without either we install nothing, so the
 /// `tracing` macros cost a relaxed atomic load on the hot path.
 pub fn init(path: Option<PathBuf>, json: bool, debug: bool) {
-    let _ = TARGET.set(LogTarget { path: path.clone(), json });
-    let filter = std::env::var("BERTH_LOG").ok().or(if debug { Some("debug".into()) } else { None });
+    let _ = TARGET.set(LogTarget {
+        path: path.clone(),
+        json,
+    });
+    let filter =
+        std::env::var("BERTH_LOG")
+            .ok()
+            .or(if debug { Some("debug".into()) } else { None });
     let Some(filter) = filter else { return };
     let env_filter = tracing_subscriber::EnvFilter::new(filter);
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
     match (path, json) {
         (Some(p), true) => {
-            if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
-                let _ = builder.json().with_writer(std::sync::Mutex::new(f)).try_init();
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+            {
+                let _ = builder
+                    .json()
+                    .with_writer(std::sync::Mutex::new(f))
+                    .try_init();
             }
         }
         _ => {
@@ -39,7 +54,10 @@ pub fn init(path: Option<PathBuf>, json: bool, debug: bool) {
 }
 
 fn now_rfc3339() -> String {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the provided timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
@@ -64,8 +82,16 @@ pub fn timestamp() -> String {
 
 fn emit(level: &str, msg: &str) {
     let target = TARGET.get();
-    if let Some(LogTarget { path: Some(p), json }) = target {
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+    if let Some(LogTarget {
+        path: Some(p),
+        json,
+    }) = target
+    {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
             let line = if *json {
                 serde_json::json!({"level": level, "msg": msg, "time": now_rfc3339()}).to_string()
             } else {

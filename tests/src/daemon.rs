@@ -20,16 +20,36 @@ use crate::proc;
 pub enum DaemonError {
     /// The program is not installed or cannot be run.
     #[error("cannot run {program} for {name}: {source}: install the Debian package {package}")]
-    Spawn { name: String, program: String, package: String, source: std::io::Error },
+    Spawn {
+        name: String,
+        program: String,
+        package: String,
+        source: std::io::Error,
+    },
     /// The daemon exited during start-up.
     #[error("{name} failed to start ({status}): {last} (log: {})", log.display())]
-    Exited { name: String, status: String, last: String, log: PathBuf, tail: Vec<String> },
+    Exited {
+        name: String,
+        status: String,
+        last: String,
+        log: PathBuf,
+        tail: Vec<String>,
+    },
     /// The daemon kept running but never became ready.
     #[error("{name} did not become ready within {secs} s: {last} (log: {})", log.display())]
-    Timeout { name: String, secs: u64, last: String, log: PathBuf, tail: Vec<String> },
+    Timeout {
+        name: String,
+        secs: u64,
+        last: String,
+        log: PathBuf,
+        tail: Vec<String>,
+    },
     /// A file of the daemon could not be written.
     #[error("cannot write {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl DaemonError {
@@ -73,13 +93,21 @@ impl Daemon<'_> {
 
     /// Starts the daemon and polls `ready` until it returns true; fails if the
     /// daemon exits first or `timeout` passes (then it is stopped again).
-    pub fn start(&self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<i32, DaemonError> {
+    pub fn start(
+        &self,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<i32, DaemonError> {
         let log_path = self.log();
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| DaemonError::Io { path, source }
         };
-        let log = OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(&log_path))?;
         let mut cmd = Command::new(self.program);
         cmd.args(&self.args)
             .stdin(Stdio::null())
@@ -143,7 +171,10 @@ impl Daemon<'_> {
         let text = fs::read(self.log()).unwrap_or_default();
         let fresh = String::from_utf8_lossy(&text[(from as usize).min(text.len())..]).into_owned();
         let lines: Vec<&str> = fresh.lines().filter(|l| !l.trim().is_empty()).collect();
-        let tail = lines[lines.len().saturating_sub(15)..].iter().map(|l| l.to_string()).collect();
+        let tail = lines[lines.len().saturating_sub(15)..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
         (cause(&lines), tail)
     }
 }
@@ -154,11 +185,16 @@ impl Daemon<'_> {
 fn cause(lines: &[&str]) -> String {
     let is = |l: &&str, word: &str| l.to_ascii_lowercase().contains(word);
     let fatal = lines.iter().rposition(|l| is(l, "fatal"));
-    let error = lines[..fatal.unwrap_or(lines.len())].iter().rposition(|l| is(l, "error"));
+    let error = lines[..fatal.unwrap_or(lines.len())]
+        .iter()
+        .rposition(|l| is(l, "error"));
     match (fatal, error) {
         (Some(f), Some(e)) => format!("{} ({})", lines[f].trim(), lines[e].trim()),
         (Some(i), None) | (None, Some(i)) => lines[i].trim().to_string(),
-        (None, None) => lines.last().map(|l| l.trim().to_string()).unwrap_or_else(|| "no output".into()),
+        (None, None) => lines
+            .last()
+            .map(|l| l.trim().to_string())
+            .unwrap_or_else(|| "no output".into()),
     }
 }
 
@@ -169,7 +205,11 @@ pub fn pid_file(run_dir: &Path, name: &str) -> PathBuf {
 
 /// The pid of daemon `name` if its pid file names a live process.
 pub fn running(run_dir: &Path, name: &str) -> Option<i32> {
-    let pid: i32 = fs::read_to_string(pid_file(run_dir, name)).ok()?.trim().parse().ok()?;
+    let pid: i32 = fs::read_to_string(pid_file(run_dir, name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     proc::is_alive(pid).then_some(pid)
 }
 
@@ -195,8 +235,15 @@ mod tests {
 
     #[test]
     fn cause_joins_fatal_with_the_error_before_it() {
-        let log = ["starting", "error: bad key: Foo", "fatal: Unable to process configuration file"];
-        assert_eq!(cause(&log), "fatal: Unable to process configuration file (error: bad key: Foo)");
+        let log = [
+            "starting",
+            "error: bad key: Foo",
+            "fatal: Unable to process configuration file",
+        ];
+        assert_eq!(
+            cause(&log),
+            "fatal: Unable to process configuration file (error: bad key: Foo)"
+        );
         assert_eq!(cause(&["a", "error: x", "b"]), "error: x");
         assert_eq!(cause(&["a", "b"]), "b");
         assert_eq!(cause(&[]), "no output");

@@ -12,15 +12,25 @@ use crate::stack::{Stack, StackError};
 /// Runs the demo step and prints what it printed.
 pub fn run(stack: &Stack) -> Result<(), StackError> {
     let mut srun = stack.cluster.command("srun");
-    srun.args(["-N1", "-n2", "--label", "sh", "-c", "echo \"task $SLURM_PROCID of $SLURM_NTASKS on $(hostname)\""]);
-    println!("$ srun -N1 -n2 --label sh -c 'echo task $SLURM_PROCID of $SLURM_NTASKS on $(hostname)'");
+    srun.args([
+        "-N1",
+        "-n2",
+        "--label",
+        "sh",
+        "-c",
+        "echo \"task $SLURM_PROCID of $SLURM_NTASKS on $(hostname)\"",
+    ]);
+    println!(
+        "$ srun -N1 -n2 --label sh -c 'echo task $SLURM_PROCID of $SLURM_NTASKS on $(hostname)'"
+    );
     step(srun)
 }
 
 fn step(mut cmd: Command) -> Result<(), StackError> {
-    let status = cmd
-        .status()
-        .map_err(|source| ClusterError::Io { path: "srun".into(), source })?;
+    let status = cmd.status().map_err(|source| ClusterError::Io {
+        path: "srun".into(),
+        source,
+    })?;
     if status.success() {
         Ok(())
     } else {

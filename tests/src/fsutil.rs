@@ -15,7 +15,12 @@ pub fn mkdir(path: &Path, mode: u32) -> std::io::Result<()> {
 /// reader (a daemon starting, a parallel test) never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = fs::OpenOptions::new().create(true).write(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     // The mode given to open() is masked by the umask: set it exactly.
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;

@@ -89,7 +89,12 @@ pub fn port_owner(port: u16) -> Option<(i32, String)> {
     let inodes: HashSet<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|p| fs::read_to_string(p).ok())
-        .flat_map(|t| t.lines().skip(1).filter_map(|l| listening_inode(l, port)).collect::<Vec<_>>())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| listening_inode(l, port))
+                .collect::<Vec<_>>()
+        })
         .collect();
     let pid = *holding_sockets(&inodes).first()?;
     Some((pid, comm(pid).unwrap_or_default()))
@@ -121,9 +126,14 @@ fn holding_sockets(inodes: &HashSet<u64>) -> Vec<i32> {
     }
     all_pids()
         .filter(|&pid| {
-            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+                return false;
+            };
             fds.flatten().any(|fd| {
-                fs::read_link(fd.path()).ok().and_then(|t| socket_inode(t.to_str()?)).is_some_and(|i| inodes.contains(&i))
+                fs::read_link(fd.path())
+                    .ok()
+                    .and_then(|t| socket_inode(t.to_str()?))
+                    .is_some_and(|i| inodes.contains(&i))
             })
         })
         .filter(|&pid| is_alive(pid))
@@ -132,7 +142,10 @@ fn holding_sockets(inodes: &HashSet<u64>) -> Vec<i32> {
 
 /// The inode of an fd link text `socket:[12345]`.
 fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The socket inode of one `/proc/net/tcp` row if it listens on `port`.
@@ -195,7 +208,10 @@ mod tests {
     fn finds_holders_of_unix_sockets_under_a_dir() {
         let dir = tempfile::tempdir().unwrap();
         let sock = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
-        assert_eq!(with_unix_socket_under(dir.path()), vec![std::process::id() as i32]);
+        assert_eq!(
+            with_unix_socket_under(dir.path()),
+            vec![std::process::id() as i32]
+        );
         drop(sock);
         assert!(with_unix_socket_under(dir.path()).is_empty());
     }
@@ -208,8 +224,11 @@ mod tests {
             .env("BERTH_TEST_MARK", &mark)
             .spawn()
             .unwrap();
-        assert!(wait_until(Duration::from_secs(5), || with_env("BERTH_TEST_MARK", &mark)
-            .contains(&(child.id() as i32))));
+        assert!(wait_until(Duration::from_secs(5), || with_env(
+            "BERTH_TEST_MARK",
+            &mark
+        )
+        .contains(&(child.id() as i32))));
         terminate(child.id() as i32, Duration::from_secs(1));
         child.wait().unwrap();
         assert!(with_env("BERTH_TEST_MARK", &mark).is_empty());

@@ -26,7 +26,8 @@ impl StackError {
     /// The tail of the failing daemon's log, when a daemon failed.
     pub fn log_tail(&self) -> &[String] {
         match self {
-            StackError::Cluster(ClusterError::Daemon(d)) | StackError::Registry(RegistryError::Daemon(d)) => d.log_tail(),
+            StackError::Cluster(ClusterError::Daemon(d))
+            | StackError::Registry(RegistryError::Daemon(d)) => d.log_tail(),
             _ => &[],
         }
     }
@@ -48,7 +49,11 @@ pub fn services() -> Result<Stack, StackError> {
     let cluster = Cluster::shared()?;
     let plain = Registry::shared(RegistryConfig::plain())?;
     let secure = Registry::shared(RegistryConfig::secure())?;
-    Ok(Stack { cluster, plain, secure })
+    Ok(Stack {
+        cluster,
+        plain,
+        secure,
+    })
 }
 
 /// Builds the test images (reusing cached ones) and pushes each to both
@@ -61,7 +66,13 @@ pub fn images(stack: &Stack) -> Result<image::Catalog, StackError> {
     for reg in [&stack.plain, &stack.secure] {
         let target = reg.push_target();
         for img in catalog.images() {
-            image::push::push(&img.layout_dir, &img.tag, &target, &img.repository(), &img.tag)?;
+            image::push::push(
+                &img.layout_dir,
+                &img.tag,
+                &target,
+                &img.repository(),
+                &img.tag,
+            )?;
         }
     }
     Ok(catalog)

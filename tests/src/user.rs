@@ -33,7 +33,10 @@ fn run(tool: &str, args: &[&str]) -> Result<(), UserError> {
     let out = Command::new(tool)
         .args(args)
         .output()
-        .map_err(|e| UserError::Tool { tool: tool.into(), detail: e.to_string() })?;
+        .map_err(|e| UserError::Tool {
+            tool: tool.into(),
+            detail: e.to_string(),
+        })?;
     if out.status.success() {
         return Ok(());
     }
@@ -57,7 +60,10 @@ pub fn ensure() -> Result<User, UserError> {
     match User::from_name(NAME).ok().flatten() {
         Some(u) if u.uid.as_raw() != UID => return Err(UserError::WrongUid(u.uid.as_raw())),
         Some(_) => {}
-        None => run("useradd", &["-m", "-u", &UID.to_string(), "-U", "-s", "/bin/sh", NAME])?,
+        None => run(
+            "useradd",
+            &["-m", "-u", &UID.to_string(), "-U", "-s", "/bin/sh", NAME],
+        )?,
     }
     let extra = Group::from_name(EXTRA_GROUP).ok().flatten();
     if !extra.is_some_and(|g| g.mem.iter().any(|m| m == NAME)) {
@@ -72,8 +78,11 @@ pub fn ensure() -> Result<User, UserError> {
     if !has_subids("/etc/subgid") {
         run("usermod", &["--add-subgids", &range, NAME])?;
     }
-    User::from_name(NAME).ok().flatten().ok_or_else(|| UserError::Tool {
-        tool: "useradd".into(),
-        detail: format!("user {NAME} not found after creation"),
-    })
+    User::from_name(NAME)
+        .ok()
+        .flatten()
+        .ok_or_else(|| UserError::Tool {
+            tool: "useradd".into(),
+            detail: format!("user {NAME} not found after creation"),
+        })
 }

@@ -38,12 +38,22 @@ fn srun_runs_two_tasks_through_the_real_cluster() {
         .args(["-N1", "-n2", "hostname"])
         .output()
         .expect("srun runs");
-    assert!(out.status.success(), "srun failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "srun failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "two tasks, two lines: {text:?}");
-    let host = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
-    assert!(lines.iter().all(|l| *l == host), "each task prints this host's name: {lines:?}");
+    let host = nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        lines.iter().all(|l| *l == host),
+        "each task prints this host's name: {lines:?}"
+    );
 }
 
 #[test]
@@ -52,14 +62,31 @@ fn tasks_get_distinct_ranks_and_run_as_the_job_user() {
     let out = stack
         .cluster
         .command("srun")
-        .args(["-n3", "--uid", berth_tests::user::NAME, "sh", "-c", "echo $SLURM_PROCID $(id -u)"])
+        .args([
+            "-n3",
+            "--uid",
+            berth_tests::user::NAME,
+            "sh",
+            "-c",
+            "echo $SLURM_PROCID $(id -u)",
+        ])
         .output()
         .expect("srun runs");
-    assert!(out.status.success(), "srun failed: {}", String::from_utf8_lossy(&out.stderr));
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    assert!(
+        out.status.success(),
+        "srun failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     lines.sort();
     let uid = berth_tests::user::UID;
-    assert_eq!(lines, vec![format!("0 {uid}"), format!("1 {uid}"), format!("2 {uid}")]);
+    assert_eq!(
+        lines,
+        vec![format!("0 {uid}"), format!("1 {uid}"), format!("2 {uid}")]
+    );
 }
 
 #[test]
@@ -68,7 +95,10 @@ fn starting_twice_reuses_the_running_cluster() {
     let pids = first.cluster.processes();
     let again = Cluster::shared().expect("second start succeeds");
     assert!(again.is_running());
-    for pid in pids.iter().filter(|p| proc::comm(**p).is_some_and(|c| c != "slurmstepd")) {
+    for pid in pids
+        .iter()
+        .filter(|p| proc::comm(**p).is_some_and(|c| c != "slurmstepd"))
+    {
         assert!(proc::is_alive(*pid), "daemon {pid} was kept, not restarted");
     }
 }
@@ -82,13 +112,25 @@ fn broken_slurm_conf_is_reported_in_one_line_and_nothing_is_left() {
     let err = Cluster::start(cfg).expect_err("a bad slurm.conf must fail");
     let msg = err.to_string();
     assert!(!msg.contains('\n'), "one line: {msg}");
-    assert!(msg.starts_with("slurmctld failed to start"), "names the daemon: {msg}");
-    assert!(msg.contains("NoSuchSlurmOption"), "names the bad line: {msg}");
+    assert!(
+        msg.starts_with("slurmctld failed to start"),
+        "names the daemon: {msg}"
+    );
+    assert!(
+        msg.contains("NoSuchSlurmOption"),
+        "names the bad line: {msg}"
+    );
     match &err {
-        ClusterError::Daemon(DaemonError::Exited { tail, .. }) => assert!(!tail.is_empty(), "log tail kept"),
+        ClusterError::Daemon(DaemonError::Exited { tail, .. }) => {
+            assert!(!tail.is_empty(), "log tail kept")
+        }
         other => panic!("expected a daemon exit, got {other:?}"),
     }
-    assert!(cluster.0.processes().is_empty(), "munged was stopped again: {:?}", cluster.0.processes());
+    assert!(
+        cluster.0.processes().is_empty(),
+        "munged was stopped again: {:?}",
+        cluster.0.processes()
+    );
 }
 
 #[test]
@@ -98,24 +140,39 @@ fn taken_port_is_reported_in_one_line() {
     let mut cfg = isolated_cluster(&dir);
     cfg.ctld_port = squatter.local_addr().unwrap().port();
     let cluster = StopOnDrop(Cluster::new(cfg.clone()));
-    let msg = Cluster::start(cfg.clone()).expect_err("port is taken").to_string();
+    let msg = Cluster::start(cfg.clone())
+        .expect_err("port is taken")
+        .to_string();
     assert!(!msg.contains('\n'), "one line: {msg}");
-    assert!(msg.contains(&format!("slurmctld port {} is already in use by pid {}", cfg.ctld_port, std::process::id())), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "slurmctld port {} is already in use by pid {}",
+            cfg.ctld_port,
+            std::process::id()
+        )),
+        "{msg}"
+    );
     assert!(cluster.0.processes().is_empty());
 }
 
 #[test]
 fn teardown_leaves_no_daemon_or_step_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let guard = StopOnDrop(Cluster::start(isolated_cluster(&dir)).expect("isolated cluster starts"));
+    let guard =
+        StopOnDrop(Cluster::start(isolated_cluster(&dir)).expect("isolated cluster starts"));
     let cluster = &guard.0;
     // A running job gives slurmd a slurmstepd child that teardown must also end.
     let out = cluster
         .command("sbatch")
         .args(["--parsable", "--wrap", "srun sleep 300"])
+        .arg(format!("--output={}/job.out", dir.path().display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "sbatch: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sbatch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         proc::wait_until(Duration::from_secs(20), || cluster
             .processes()
@@ -125,7 +182,11 @@ fn teardown_leaves_no_daemon_or_step_behind() {
     );
     let ports = [cluster.config().ctld_port, cluster.config().slurmd_port];
     cluster.stop().expect("teardown succeeds");
-    assert!(cluster.processes().is_empty(), "left: {:?}", cluster.processes());
+    assert!(
+        cluster.processes().is_empty(),
+        "left: {:?}",
+        cluster.processes()
+    );
     assert!(!cluster.is_running());
     for port in ports {
         assert!(!proc::port_in_use(port), "port {port} released");
@@ -141,9 +202,21 @@ fn pushed_images_are_listed_with_the_builders_digest() {
         let repos = client.catalog().expect("catalog");
         for img in catalog.images() {
             let repo = img.repository();
-            assert!(repos.contains(&repo), "{} lists {repo}: {repos:?}", reg.url());
-            let digest = client.manifest_digest(&repo, &img.tag).expect("manifest exists");
-            assert_eq!(digest, img.manifest_digest, "{repo}:{} on {}", img.tag, reg.url());
+            assert!(
+                repos.contains(&repo),
+                "{} lists {repo}: {repos:?}",
+                reg.url()
+            );
+            let digest = client
+                .manifest_digest(&repo, &img.tag)
+                .expect("manifest exists");
+            assert_eq!(
+                digest,
+                img.manifest_digest,
+                "{repo}:{} on {}",
+                img.tag,
+                reg.url()
+            );
         }
     }
 }
@@ -152,21 +225,39 @@ fn pushed_images_are_listed_with_the_builders_digest() {
 fn secure_registry_checks_password_and_certificate() {
     let stack = stack::services().expect("stack starts");
     let good = stack.secure.push_target();
-    Client::new(&good).unwrap().ping().expect("right password and CA are accepted");
+    Client::new(&good)
+        .unwrap()
+        .ping()
+        .expect("right password and CA are accepted");
 
     let mut wrong = good.clone();
     wrong.basic_auth = Some((berth_tests::registry::USER.into(), "wrong".into()));
-    let err = Client::new(&wrong).unwrap().ping().expect_err("wrong password refused");
+    let err = Client::new(&wrong)
+        .unwrap()
+        .ping()
+        .expect_err("wrong password refused");
     assert!(err.to_string().contains("401"), "{err}");
 
     let mut untrusted = good.clone();
     untrusted.ca_pem = None;
-    let err = Client::new(&untrusted).unwrap().ping().expect_err("self-signed CA not trusted by default");
-    assert!(err.to_string().to_lowercase().contains("certificate") || err.to_string().contains("UnknownIssuer"), "{err}");
+    let err = Client::new(&untrusted)
+        .unwrap()
+        .ping()
+        .expect_err("self-signed CA not trusted by default");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate")
+            || err.to_string().contains("UnknownIssuer"),
+        "{err}"
+    );
 
     // The plain registry speaks HTTP only, on loopback only.
-    Client::new(&stack.plain.push_target()).unwrap().ping().expect("plain registry answers");
-    assert!(std::net::TcpStream::connect((local_non_loopback_ip(), stack.plain.config().port)).is_err());
+    Client::new(&stack.plain.push_target())
+        .unwrap()
+        .ping()
+        .expect("plain registry answers");
+    assert!(
+        std::net::TcpStream::connect((local_non_loopback_ip(), stack.plain.config().port)).is_err()
+    );
 }
 
 /// An address of this host that is not loopback (or loopback if there is none,
@@ -175,16 +266,28 @@ fn local_non_loopback_ip() -> std::net::IpAddr {
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
     // connect() on UDP sends nothing; it only picks the outgoing interface's address.
     let _ = sock.connect("10.255.255.1:9");
-    sock.local_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+    sock.local_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
 }
 
 #[test]
 fn registry_port_conflict_and_teardown() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = RegistryConfig { dir: dir.path().to_path_buf(), port: proc::free_port(), secure: true };
+    let cfg = RegistryConfig {
+        dir: dir.path().to_path_buf(),
+        port: proc::free_port(),
+        secure: true,
+    };
     let reg = Registry::start(cfg.clone()).expect("isolated registry starts");
-    Client::new(&reg.push_target()).unwrap().ping().expect("isolated registry answers over TLS");
-    let other = RegistryConfig { dir: dir.path().join("other"), ..cfg };
+    Client::new(&reg.push_target())
+        .unwrap()
+        .ping()
+        .expect("isolated registry answers over TLS");
+    let other = RegistryConfig {
+        dir: dir.path().join("other"),
+        ..cfg
+    };
     let err = Registry::start(other).expect_err("same port twice");
     assert!(matches!(err, RegistryError::PortTaken { .. }), "{err}");
     assert!(!err.to_string().contains('\n'));

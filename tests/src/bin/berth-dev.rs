@@ -26,8 +26,16 @@ enum Cmd {
 
 fn up() -> Result<stack::Stack, StackError> {
     let stack = stack::services()?;
-    println!("cluster: node {} up (SLURM_CONF={})", stack.cluster.node(), stack.cluster.conf_path().display());
-    println!("registries: {} (plain) and {} (TLS, basic auth)", stack.plain.url(), stack.secure.url());
+    println!(
+        "cluster: node {} up (SLURM_CONF={})",
+        stack.cluster.node(),
+        stack.cluster.conf_path().display()
+    );
+    println!(
+        "registries: {} (plain) and {} (TLS, basic auth)",
+        stack.plain.url(),
+        stack.secure.url()
+    );
     let catalog = stack::images(&stack)?;
     for img in catalog.images() {
         println!("image: {}:{} {}", img.name, img.tag, img.manifest_digest);

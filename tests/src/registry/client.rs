@@ -19,7 +19,11 @@ pub enum ClientError {
     Ca(ureq::Error),
     /// The request failed (connection, TLS, or an HTTP error status).
     #[error("{method} {url}: {source}")]
-    Request { method: &'static str, url: String, source: ureq::Error },
+    Request {
+        method: &'static str,
+        url: String,
+        source: ureq::Error,
+    },
     /// The response lacked what the API promises.
     #[error("{url}: {reason}")]
     Response { url: String, reason: String },
@@ -43,7 +47,10 @@ pub fn agent(ca_pem: Option<&[u8]>) -> Result<ureq::Agent, ClientError> {
 /// The `Authorization` header value for basic auth.
 pub fn basic_auth(user: &str, password: &str) -> String {
     use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 /// A client bound to one registry, with its CA and credentials.
@@ -55,7 +62,10 @@ pub struct Client {
 impl Client {
     /// A client for the registry `target` describes.
     pub fn new(target: &PushTarget) -> Result<Self, ClientError> {
-        Ok(Client { agent: agent(target.ca_pem.as_deref())?, target: target.clone() })
+        Ok(Client {
+            agent: agent(target.ca_pem.as_deref())?,
+            target: target.clone(),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -63,7 +73,10 @@ impl Client {
     }
 
     fn auth(&self) -> Option<String> {
-        self.target.basic_auth.as_ref().map(|(u, p)| basic_auth(u, p))
+        self.target
+            .basic_auth
+            .as_ref()
+            .map(|(u, p)| basic_auth(u, p))
     }
 
     /// `GET /v2/` — succeeds when the registry accepts our TLS and credentials.
@@ -73,7 +86,13 @@ impl Client {
         if let Some(a) = self.auth() {
             req = req.header("Authorization", a);
         }
-        req.call().map(|_| ()).map_err(|source| ClientError::Request { method: "GET", url, source })
+        req.call()
+            .map(|_| ())
+            .map_err(|source| ClientError::Request {
+                method: "GET",
+                url,
+                source,
+            })
     }
 
     /// The repositories the registry lists in `/v2/_catalog`.
@@ -83,17 +102,34 @@ impl Client {
         if let Some(a) = self.auth() {
             req = req.header("Authorization", a);
         }
-        let mut resp = req.call().map_err(|source| ClientError::Request { method: "GET", url: url.clone(), source })?;
+        let mut resp = req.call().map_err(|source| ClientError::Request {
+            method: "GET",
+            url: url.clone(),
+            source,
+        })?;
         let text = resp
             .body_mut()
             .read_to_string()
-            .map_err(|source| ClientError::Request { method: "GET", url: url.clone(), source })?;
-        let body: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ClientError::Response { url: url.clone(), reason: format!("not JSON: {e}") })?;
+            .map_err(|source| ClientError::Request {
+                method: "GET",
+                url: url.clone(),
+                source,
+            })?;
+        let body: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ClientError::Response {
+                url: url.clone(),
+                reason: format!("not JSON: {e}"),
+            })?;
         let repos = body["repositories"]
             .as_array()
-            .ok_or_else(|| ClientError::Response { url, reason: "no repositories array".into() })?;
-        Ok(repos.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect())
+            .ok_or_else(|| ClientError::Response {
+                url,
+                reason: "no repositories array".into(),
+            })?;
+        Ok(repos
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect())
     }
 
     /// The digest the registry reports (`Docker-Content-Digest`) for `repo:reference`.
@@ -103,11 +139,18 @@ impl Client {
         if let Some(a) = self.auth() {
             req = req.header("Authorization", a);
         }
-        let resp = req.call().map_err(|source| ClientError::Request { method: "HEAD", url: url.clone(), source })?;
+        let resp = req.call().map_err(|source| ClientError::Request {
+            method: "HEAD",
+            url: url.clone(),
+            source,
+        })?;
         resp.headers()
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .ok_or_else(|| ClientError::Response { url, reason: "no Docker-Content-Digest header".into() })
+            .ok_or_else(|| ClientError::Response {
+                url,
+                reason: "no Docker-Content-Digest header".into(),
+            })
     }
 }

@@ -39,7 +39,10 @@ pub enum RegistryError {
     Htpasswd(#[from] bcrypt::BcryptError),
     /// A file could not be written.
     #[error("cannot write {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Teardown could not stop everything.
     #[error("registry processes still running after teardown: {0:?}: kill them by hand")]
     Leftover(Vec<i32>),
@@ -59,12 +62,20 @@ pub struct RegistryConfig {
 impl RegistryConfig {
     /// The default plain-HTTP registry on 127.0.0.1:15000.
     pub fn plain() -> Self {
-        RegistryConfig { dir: paths::registry_dir("plain"), port: 15000, secure: false }
+        RegistryConfig {
+            dir: paths::registry_dir("plain"),
+            port: 15000,
+            secure: false,
+        }
     }
 
     /// The default TLS + basic-auth registry on 127.0.0.1:15443.
     pub fn secure() -> Self {
-        RegistryConfig { dir: paths::registry_dir("secure"), port: 15443, secure: true }
+        RegistryConfig {
+            dir: paths::registry_dir("secure"),
+            port: 15443,
+            secure: true,
+        }
     }
 }
 
@@ -92,7 +103,8 @@ impl Registry {
     pub fn shared(cfg: RegistryConfig) -> Result<Self, RegistryError> {
         let lock = paths::root().join("registry.lock");
         mkdir(&paths::root())?;
-        let _held = crate::lock::exclusive(&lock).map_err(|source| RegistryError::Io { path: lock, source })?;
+        let _held = crate::lock::exclusive(&lock)
+            .map_err(|source| RegistryError::Io { path: lock, source })?;
         Registry::start(cfg)
     }
 
@@ -127,7 +139,10 @@ impl Registry {
         PushTarget {
             base_url: self.url(),
             ca_pem: self.ca_file().and_then(|f| fs::read(f).ok()),
-            basic_auth: self.cfg.secure.then(|| (USER.to_string(), PASSWORD.to_string())),
+            basic_auth: self
+                .cfg
+                .secure
+                .then(|| (USER.to_string(), PASSWORD.to_string())),
         }
     }
 
@@ -171,8 +186,13 @@ impl Registry {
         }
         if self.cfg.secure && !d.join("htpasswd").exists() {
             // Distribution only accepts bcrypt entries in htpasswd files.
-            let hash = bcrypt::hash_with_result(PASSWORD, 8)?.format_for_version(bcrypt::Version::TwoY);
-            write(&d.join("htpasswd"), format!("{USER}:{hash}\n").as_bytes(), 0o600)?;
+            let hash =
+                bcrypt::hash_with_result(PASSWORD, 8)?.format_for_version(bcrypt::Version::TwoY);
+            write(
+                &d.join("htpasswd"),
+                format!("{USER}:{hash}\n").as_bytes(),
+                0o600,
+            )?;
         }
         Ok(unchanged)
     }
@@ -187,20 +207,28 @@ impl Registry {
             let owner = proc::port_owner(self.cfg.port)
                 .map(|(pid, comm)| format!("pid {pid} ({comm})"))
                 .unwrap_or_else(|| "another program".into());
-            return Err(RegistryError::PortTaken { port: self.cfg.port, owner });
+            return Err(RegistryError::PortTaken {
+                port: self.cfg.port,
+                owner,
+            });
         }
         let mark = self.mark();
         let daemon = Daemon {
             name: "registry",
             program: "/usr/bin/docker-registry",
-            args: vec!["serve".into(), self.cfg.dir.join("config.yml").display().to_string()],
+            args: vec![
+                "serve".into(),
+                self.cfg.dir.join("config.yml").display().to_string(),
+            ],
             package: "docker-registry",
             run_dir: &self.cfg.dir,
             mark: (MARK, &mark),
             env: vec![],
         };
         let port = self.cfg.port;
-        daemon.start(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())?;
+        daemon.start(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
         Ok(())
     }
 
@@ -227,9 +255,15 @@ impl Registry {
 }
 
 fn mkdir(path: &Path) -> Result<(), RegistryError> {
-    fsutil::mkdir(path, 0o755).map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })
+    fsutil::mkdir(path, 0o755).map_err(|source| RegistryError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RegistryError> {
-    fsutil::write_atomic(path, bytes, mode).map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })
+    fsutil::write_atomic(path, bytes, mode).map_err(|source| RegistryError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

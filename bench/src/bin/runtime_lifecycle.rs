@@ -1,0 +1,156 @@
+//! create + start + wait + delete of `/bin/true` on one bundle: berth vs
+//! runc (Debian package) interleaved round by round, plus the floor
+//! (`unshare -m` + `chroot` + `/bin/true`). Reports medians, ratios and the
+//! peak RSS of the runtime processes (wait4 ru_maxrss), as a markdown table.
+//!
+//! Usage: runtime_lifecycle [ROUNDS] [BERTH_BINARY] [OUTPUT.md]
+//! Must run as root (runc and the floor need CAP_SYS_ADMIN).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"{
+  "ociVersion": "1.0.2",
+  "process": {
+    "terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"],
+    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+    "cwd": "/",
+    "capabilities": {
+      "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+      "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+      "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    },
+    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+    "noNewPrivileges": true
+  },
+  "root": {"path": "rootfs", "readonly": true},
+  "hostname": "bench",
+  "mounts": [
+    {"destination": "/proc", "type": "proc", "source": "proc"},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+  ],
+  "linux": {
+    "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+    "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+      "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+    "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+  }
+}"#;
+
+/// Run a command to completion; returns (wall time, ru_maxrss KiB).
+fn run(cmd: &mut Command) -> (Duration, i64) {
+    let t = Instant::now();
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert!(r > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed: {status}");
+    (t.elapsed(), ru.ru_maxrss)
+}
+
+/// One lifecycle with an OCI runtime; returns (wall, peak rss).
+fn lifecycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> (Duration, i64) {
+    let pidfile = bundle.join(format!("{id}.pid"));
+    let t = Instant::now();
+    let (_, r1) = run(Command::new(bin).arg("--root").arg(root).args(["create", "--bundle"]).arg(bundle).arg("--pid-file").arg(&pidfile).arg(id));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let (_, r2) = run(Command::new(bin).arg("--root").arg(root).args(["start", id]));
+    // We are a subreaper, so the container's init is re-parented to us.
+    let mut st = 0;
+    // SAFETY: waitpid on a (re-parented) child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    let (_, r3) = run(Command::new(bin).arg("--root").arg(root).args(["delete", id]));
+    (t.elapsed(), r1.max(r2).max(r3))
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
+    let berth = PathBuf::from(args.get(2).cloned().unwrap_or_else(|| "target/release/berth".into()));
+    let berth = std::fs::canonicalize(&berth).expect("berth binary (build with cargo build --release -p berth)");
+    let out = args.get(3).cloned();
+    let runc = PathBuf::from("/usr/sbin/runc");
+
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
+    let rootfs = dir.join("rootfs");
+    for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/true")).unwrap();
+    std::fs::write(dir.join("config.json"), CONFIG).unwrap();
+
+    let (mut tb, mut tr, mut tf) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rb, mut rr) = (0i64, 0i64);
+    // Warm-up (page cache, binaries) before measuring.
+    lifecycle(&berth, &dir.join("state-berth"), &dir, "warm-b");
+    lifecycle(&runc, &dir.join("state-runc"), &dir, "warm-r");
+    for i in 0..rounds {
+        // Rotate the order so no runtime always runs first in a round.
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => {
+                    let (t, r) = lifecycle(&berth, &dir.join("state-berth"), &dir, &format!("b{i}"));
+                    tb.push(t);
+                    rb = rb.max(r);
+                }
+                1 => {
+                    let (t, r) = lifecycle(&runc, &dir.join("state-runc"), &dir, &format!("r{i}"));
+                    tr.push(t);
+                    rr = rr.max(r);
+                }
+                _ => {
+                    let (t, _) = run(Command::new("unshare").arg("-m").arg("chroot").arg(&rootfs).arg("/bin/true"));
+                    tf.push(t);
+                }
+            }
+        }
+    }
+    let (mb, mr, mf) = (median(&mut tb), median(&mut tr), median(&mut tf));
+    let table = format!(
+        "| runtime | median wall (ms) | vs runc | vs floor | peak RSS (KiB) |\n\
+         |---|---:|---:|---:|---:|\n\
+         | berth | {} | {:.2}x | {:.2}x | {} |\n\
+         | runc {} | {} | 1.00x | {:.2}x | {} |\n\
+         | floor (unshare -m + chroot + /bin/true) | {} | {:.2}x | 1.00x | - |\n\n\
+         {rounds} interleaved rounds, create+start+wait+delete of /bin/true on one bundle \
+         (pid, net, ipc, uts, mount namespaces; read-only root; default mounts, masked and read-only paths).\n",
+        ms(mb),
+        mb.as_secs_f64() / mr.as_secs_f64(),
+        mb.as_secs_f64() / mf.as_secs_f64(),
+        rb,
+        runc_version(),
+        ms(mr),
+        mr.as_secs_f64() / mf.as_secs_f64(),
+        rr,
+        ms(mf),
+        mf.as_secs_f64() / mr.as_secs_f64(),
+    );
+    print!("{table}");
+    if let Some(o) = out {
+        std::fs::write(o, &table).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn runc_version() -> String {
+    let o = Command::new("runc").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    o.lines().next().unwrap_or("").trim_start_matches("runc version ").to_string()
+}

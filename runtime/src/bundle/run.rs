@@ -1,0 +1,208 @@
+//! `berth run IMAGE`: find the image locally (no network unless missing or
+//! `--pull=always`), mount it in a private mount namespace so every mount
+//! disappears with this process even on `kill -9`, write the bundle, drive
+//! the runtime library (create, start, wait, delete), clean up.
+
+use std::path::{Path, PathBuf};
+
+use super::mount::{mount_overlay, mount_squashfs, unmount};
+use super::spec::{self, UserOptions};
+use super::BundleError;
+use crate::cli::image::{do_pull, find, stores};
+use crate::cli::image_run::{bundles_dir, PullPolicy, RunImageArgs};
+use crate::image::manifest::RunConfig;
+use crate::image::progress::Mode;
+use crate::image::{pull::PullOpts, Cause};
+use crate::site::SiteConfig;
+
+/// Removes the bundle's mounts and directory when dropped.
+struct Cleanup {
+    bundle: PathBuf,
+    mounts: Vec<PathBuf>,
+    rootless: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            unmount(m, self.rootless);
+        }
+        let _ = std::fs::remove_dir_all(&self.bundle);
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BundleError + 'a {
+    move |source| BundleError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Resolves the image's `User` to numeric ids using the image's own /etc/passwd.
+fn image_user(rootfs: &Path, user: Option<&str>) -> (u32, u32) {
+    let Some(u) = user.filter(|u| !u.is_empty()) else {
+        return (0, 0);
+    };
+    let (name, group) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
+    let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
+        let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[0] == key)
+                .then(|| (f[2].parse().ok(), f[3].parse().ok()))
+                .and_then(|(a, b)| Some((a?, b.unwrap_or(0))))
+        })
+    };
+    let (uid, mut gid) = name
+        .parse::<u32>()
+        .map(|n| (n, n))
+        .ok()
+        .or_else(|| lookup("etc/passwd", name))
+        .unwrap_or((0, 0));
+    if let Some(g) = group {
+        gid = g
+            .parse()
+            .ok()
+            .or_else(|| lookup("etc/group", g).map(|(a, _)| a))
+            .unwrap_or(gid);
+    }
+    (uid, gid)
+}
+
+/// Runs the image; returns the container's exit code.
+pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError> {
+    let (write, read) = stores(site, &a.common).map_err(BundleError::Invalid)?;
+    let rootless = !nix::unistd::geteuid().is_root();
+    let local = if a.pull == PullPolicy::Always {
+        None
+    } else {
+        find(&read, &a.image).map_err(BundleError::Invalid)?
+    };
+    let (store, meta) = match (local, a.pull) {
+        (Some(found), _) => found,
+        (None, PullPolicy::Never) => return Err(Cause::NotInStore.at("run", &a.image).into()),
+        (None, _) => {
+            let opts = PullOpts {
+                rootless,
+                ..Default::default()
+            };
+            let out = do_pull(
+                site,
+                &write,
+                &a.image,
+                &opts,
+                Mode::detect(a.common.json, a.common.quiet),
+            )?;
+            (write.clone(), out.image)
+        }
+    };
+    let img: RunConfig = serde_json::from_value(meta.config.clone()).unwrap_or_default();
+    if !rootless {
+        // Private mount namespace: our mounts cannot leak to the host and vanish with us.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
+            BundleError::Mount {
+                what: "private namespace".into(),
+                source: e.into(),
+            }
+        })?;
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| BundleError::Mount {
+            what: "/ private".into(),
+            source: e.into(),
+        })?;
+    }
+    let id = format!("berth-run-{}", std::process::id());
+    let bundle = bundles_dir().join(&id);
+    std::fs::create_dir_all(&bundle).map_err(io("cannot create", &bundle))?;
+    let mut cleanup = Cleanup {
+        bundle: bundle.clone(),
+        mounts: Vec::new(),
+        rootless,
+    };
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir(&rootfs).map_err(io("cannot create", &rootfs))?;
+    let image_file = store.image_file(&meta.id);
+    if a.writable {
+        let (lower, scratch) = (bundle.join("lower"), bundle.join("scratch"));
+        for d in [&lower, &scratch] {
+            std::fs::create_dir(d).map_err(io("cannot create", d))?;
+        }
+        mount_squashfs(&image_file, &lower, rootless)?;
+        cleanup.mounts.push(lower.clone());
+        mount_overlay(&lower, &scratch, &rootfs)?;
+        cleanup.mounts.extend([scratch, rootfs.clone()]);
+    } else {
+        mount_squashfs(&image_file, &rootfs, rootless)?;
+        cleanup.mounts.push(rootfs.clone());
+    }
+    let ids = if rootless {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    } else {
+        image_user(&rootfs, img.user.as_deref())
+    };
+    let mut annotations = vec![(
+        "org.opencontainers.image.ref.name".to_string(),
+        a.image.clone(),
+    )];
+    if a.mpi {
+        annotations.push(("com.berth.mpi".into(), "true".into()));
+    }
+    if a.ssh {
+        annotations.push(("com.berth.ssh".into(), "true".into()));
+    }
+    let opts = UserOptions {
+        mounts: a.mount.clone(),
+        env: a.env.clone(),
+        workdir: a.workdir.clone(),
+        entrypoint: a.entrypoint.clone(),
+        command: a.command.clone(),
+        writable: a.writable,
+        annotations,
+    };
+    let spec = spec::build(&img, site, &opts, ids)?;
+    let config = bundle.join("config.json");
+    spec.save(&config)
+        .map_err(|e| BundleError::Invalid(format!("cannot write {}: {e}", config.display())))?;
+    let code = run_container(&bundle, &id);
+    drop(cleanup);
+    code
+}
+
+fn run_container(bundle: &Path, id: &str) -> Result<i32, BundleError> {
+    use crate::container::{self, CreateOpts};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let root = crate::state::default_root();
+    let rt = |e: crate::Error| BundleError::Runtime(format!("run {id}: {e}"));
+    let opts = CreateOpts {
+        root: root.clone(),
+        id: id.into(),
+        bundle: bundle.into(),
+        ..Default::default()
+    };
+    let created = container::create::create(&opts).map_err(rt)?;
+    if let Err(e) = container::start::start(&root, id) {
+        let _ = container::delete::delete(&root, id, true);
+        return Err(rt(e));
+    }
+    let pid = nix::unistd::Pid::from_raw(created.pid);
+    let code = loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, c)) => break c,
+            Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => break 255,
+        }
+    };
+    container::delete::delete(&root, id, true).map_err(rt)?;
+    Ok(code)
+}

@@ -1,0 +1,164 @@
+//! Command line, runc-compatible where the OCI spec is silent, so Podman,
+//! conmon and Slurm's oci.conf can drive berth like runc.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+pub mod features;
+pub mod image;
+mod image_list;
+pub mod image_run;
+pub mod run;
+
+/// berth: an OCI runtime for HPC clusters.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about)]
+pub struct Cli {
+    /// State directory (default /run/berth, or $XDG_RUNTIME_DIR/berth when not root).
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
+    /// Append log lines to this file.
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    pub log_format: String,
+    /// Verbose logging.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Accepted for runc compatibility; systemd cgroup paths are refused at create.
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+    /// Accepted for runc compatibility; berth detects rootless mode from the euid.
+    #[arg(long, global = true)]
+    pub rootless: Option<String>,
+    /// The operation.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create a container (it waits for `start`).
+    Create(CreateArgs),
+    /// Start a created container.
+    Start {
+        /// Container id.
+        id: String,
+    },
+    /// Print the container state as JSON.
+    State {
+        /// Container id.
+        id: String,
+    },
+    /// Send a signal (default SIGTERM).
+    Kill {
+        /// Container id.
+        id: String,
+        /// Signal name or number.
+        signal: Option<String>,
+        /// Signal every process of the container.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Delete a stopped container.
+    Delete {
+        /// Container id.
+        id: String,
+        /// Kill it first if running.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Create and start a container, wait for it unless --detach.
+    Run(RunArgs),
+    /// Run a process in a running container.
+    Exec(ExecArgs),
+    /// Print the runtime's features as JSON.
+    Features,
+}
+
+/// Arguments of `create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// File to write the init pid to.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility (berth always pivots in a mount namespace).
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Do not create a session keyring.
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+    /// Pass N extra fds (from 3).
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Create options.
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Return once started.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep the state after the container exits.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Arguments of `exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Container id.
+    pub id: String,
+    /// Command and arguments (when --process is not used).
+    #[arg(trailing_var_arg = true)]
+    pub command: Vec<String>,
+    /// Process JSON file.
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Return once started.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// File to write the pid to.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Working directory.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Environment variables (KEY=VALUE).
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// uid[:gid].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Set no_new_privs.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Pass N extra fds (from 3).
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Accepted for runc compatibility; ignored (no SELinux support).
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
+    /// AppArmor profile.
+    #[arg(long)]
+    pub apparmor: Option<String>,
+}

@@ -1,0 +1,187 @@
+//! Loading and validating `config.json` before anything is created, so that
+//! bad input fails with one line and leaves no state, mount or process.
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Errors found in the bundle or its `config.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parse {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("invalid config.json: {0}")]
+    Invalid(String),
+    #[error("not supported yet: {0}")]
+    Unsupported(String),
+}
+
+/// A parsed bundle: its absolute directory, the spec and the absolute rootfs.
+#[derive(Debug)]
+pub struct Bundle {
+    /// Absolute bundle directory.
+    pub dir: PathBuf,
+    /// The parsed configuration.
+    pub spec: Spec,
+    /// Absolute path of the root filesystem.
+    pub rootfs: PathBuf,
+}
+
+/// Parse `<bundle>/config.json`. serde_json's error carries line and column,
+/// which is what users need to fix a hand-written config.
+pub fn load(bundle: &Path) -> Result<Bundle, ConfigError> {
+    let dir = std::path::absolute(bundle).map_err(|source| ConfigError::Read {
+        path: bundle.into(),
+        source,
+    })?;
+    let path = dir.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let spec: Spec = serde_json::from_slice(&bytes).map_err(|source| ConfigError::Parse {
+        path: path.clone(),
+        source,
+    })?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| ConfigError::Invalid("root.path is missing".into()))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        dir.join(root.path())
+    };
+    let b = Bundle { dir, spec, rootfs };
+    validate(&b)?;
+    Ok(b)
+}
+
+/// Parse a standalone process JSON (for `exec --process`).
+pub fn load_process(path: &Path) -> Result<oci_spec::runtime::Process, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| ConfigError::Parse {
+        path: path.into(),
+        source,
+    })
+}
+
+fn validate(b: &Bundle) -> Result<(), ConfigError> {
+    let meta = std::fs::metadata(&b.rootfs)
+        .map_err(|e| ConfigError::Invalid(format!("rootfs {}: {e}", b.rootfs.display())))?;
+    if !meta.is_dir() {
+        return Err(ConfigError::Invalid(format!(
+            "rootfs {} is not a directory",
+            b.rootfs.display()
+        )));
+    }
+    let spec = &b.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| ConfigError::Invalid("process is missing".into()))?;
+    if process.args().as_ref().map_or(true, |a| a.is_empty()) {
+        return Err(ConfigError::Invalid(
+            "process.args must not be empty".into(),
+        ));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(ConfigError::Invalid(format!(
+            "process.cwd {} is not absolute",
+            process.cwd().display()
+        )));
+    }
+    for m in spec.mounts().iter().flatten() {
+        if !m.destination().is_absolute() {
+            return Err(ConfigError::Invalid(format!(
+                "mount destination {} is not absolute",
+                m.destination().display()
+            )));
+        }
+        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+            return Err(ConfigError::Unsupported(format!(
+                "id-mapped mount {}",
+                m.destination().display()
+            )));
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        let mut seen = HashSet::new();
+        for ns in linux.namespaces().iter().flatten() {
+            if !seen.insert(ns.typ()) {
+                return Err(ConfigError::Invalid(format!(
+                    "duplicate namespace type {}",
+                    ns.typ()
+                )));
+            }
+            if ns.typ() == LinuxNamespaceType::Time {
+                return Err(ConfigError::Unsupported("time namespace".into()));
+            }
+        }
+        if linux.seccomp().is_some() {
+            return Err(ConfigError::Unsupported(
+                "linux.seccomp (run without a seccomp profile)".into(),
+            ));
+        }
+        if linux.intel_rdt().is_some() {
+            return Err(ConfigError::Unsupported("linux.intelRdt".into()));
+        }
+        if linux.personality().is_some() {
+            return Err(ConfigError::Unsupported("linux.personality".into()));
+        }
+        for d in linux.devices().iter().flatten() {
+            if !d.path().is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "device path {} is not absolute",
+                    d.path().display()
+                )));
+            }
+        }
+    }
+    if process.scheduler().is_some()
+        || process.io_priority().is_some()
+        || process.exec_cpu_affinity().is_some()
+    {
+        return Err(ConfigError::Unsupported(
+            "process.scheduler, ioPriority and execCPUAffinity".into(),
+        ));
+    }
+    if let Some(hooks) = spec.hooks() {
+        // Hooks that run in the runtime's namespaces can be checked now, so a
+        // typo fails before anything exists rather than after a fork.
+        let early = [
+            hooks.prestart(),
+            hooks.create_runtime(),
+            hooks.create_container(),
+            hooks.poststart(),
+            hooks.poststop(),
+        ];
+        for h in early.into_iter().flatten().flatten() {
+            let p = h.path();
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "hook path {} is not absolute",
+                    p.display()
+                )));
+            }
+            if std::fs::metadata(p).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "hook binary {} does not exist",
+                    p.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! `create`: validate, claim the id, fork the init into its namespaces,
+//! drive the sync protocol (maps, cgroup, prestart/createRuntime hooks),
+//! then record the state. Any failure tears everything down: the init is
+//! killed (its mount namespace and mounts die with it), cgroups and the
+//! state directory are removed.
+
+use super::{ContainerError, CreateOpts};
+use crate::config::{self, Bundle};
+use crate::namespaces::Plan;
+use crate::process::fork::{self, Forked};
+use crate::process::init::{self, Init};
+use crate::state::{self, State};
+use crate::sync::{self, Msg};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::PathBuf;
+
+/// A created container, as `run` needs it.
+pub struct Created {
+    /// Init pid.
+    pub pid: i32,
+    /// Persisted state.
+    pub state: State,
+}
+
+/// Undo a half-made container unless disarmed.
+struct Cleanup {
+    root: PathBuf,
+    id: String,
+    pid: Option<i32>,
+    cgroups: Vec<PathBuf>,
+    armed: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(p) = self.pid {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(p), None);
+        }
+        crate::cgroups::remove(&self.cgroups);
+        let _ = State::remove(&self.root, &self.id);
+    }
+}
+
+/// Create the container; returns once it is "created".
+pub fn create(o: &CreateOpts) -> crate::Result<Created> {
+    let bundle = config::load(&o.bundle)?;
+    let rootless = !nix::unistd::geteuid().is_root();
+    let plan = Plan::from_spec(&bundle.spec, rootless)?;
+    let console = match (
+        &o.console_socket,
+        bundle.spec.process().as_ref().and_then(|p| p.terminal()),
+    ) {
+        (Some(p), Some(true)) => Some(crate::console::connect(p)?),
+        (None, Some(true)) => return Err(crate::console::ConsoleError::NoSocket.into()),
+        _ => None,
+    };
+    let dir = state::claim(&o.root, &o.id)?;
+    let mut cleanup = Cleanup {
+        root: o.root.clone(),
+        id: o.id.clone(),
+        pid: None,
+        cgroups: Vec::new(),
+        armed: true,
+    };
+    let fifo = dir.join("exec.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(
+        |source| ContainerError::Sys {
+            what: "create exec fifo".into(),
+            source,
+        },
+    )?;
+    // mkfifo applies the umask; a user-namespaced init reopens the fifo as
+    // "other", so it needs the world-writable bit (the 0700 dir guards it).
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).map_err(
+        |source| ContainerError::Io {
+            what: "chmod exec fifo".into(),
+            source,
+        },
+    )?;
+    let fifo_fd: std::os::fd::OwnedFd = nix::fcntl::open(
+        &fifo,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|source| ContainerError::Sys {
+        what: "open exec fifo".into(),
+        source,
+    })?;
+    cleanup.cgroups = crate::cgroups::setup(&bundle.spec, &o.id, rootless)?;
+    let (listen_fds, extra_env) = listen_fds();
+    let (parent_end, child_end) = sync::pair()?;
+    let fast = plan.join.is_empty();
+    let flags = if fast { plan.new } else { CloneFlags::empty() };
+    let hooks = bundle.spec.hooks().as_ref();
+    let runtime_hooks = hooks.is_some_and(|h| {
+        h.prestart().is_some() || h.create_runtime().is_some() || h.create_container().is_some()
+    });
+    let handshake = !fast || runtime_hooks || !cleanup.cgroups.is_empty();
+    // Without hooks or cgroups there is nothing to do between mounts and
+    // pivot_root, so the init does not stop for a round trip.
+    let child = fork::clone(flags).map_err(|source| ContainerError::Sys {
+        what: "clone container init".into(),
+        source,
+    })?;
+    let mut pid = match child {
+        Forked::Child => {
+            drop(parent_end);
+            init::run(Init {
+                id: &o.id,
+                bundle: &bundle,
+                plan: &plan,
+                chan: child_end,
+                fifo: fifo_fd,
+                console,
+                no_new_keyring: o.no_new_keyring,
+                keep_fds: o.preserve_fds + listen_fds,
+                extra_env,
+                fast,
+                handshake,
+                // Only read by createContainer hooks, which imply the handshake.
+                host_pid: 0,
+            })
+        }
+        Forked::Parent(p) => p.as_raw(),
+    };
+    drop(child_end);
+    drop(fifo_fd);
+    drop(console);
+    cleanup.pid = Some(pid);
+    let mut intermediate = None;
+    tracing::debug!(id = %o.id, pid, "init forked");
+    loop {
+        match parent_end.recv()? {
+            Msg::NeedMaps(p) => {
+                let target = if p == 0 { pid } else { p };
+                let linux = bundle.spec.linux().as_ref();
+                let u = linux
+                    .and_then(|l| l.uid_mappings().clone())
+                    .unwrap_or_default();
+                let g = linux
+                    .and_then(|l| l.gid_mappings().clone())
+                    .unwrap_or_default();
+                crate::userns::write_maps(target, &u, &g)?;
+                parent_end.send(&Msg::MapsDone)?;
+            }
+            Msg::Pid(p) => {
+                intermediate = Some(pid);
+                pid = p;
+                cleanup.pid = Some(pid);
+            }
+            Msg::ReadyForHooks => {
+                if let Some(i) = intermediate.take() {
+                    let _ = nix::sys::wait::waitpid(Pid::from_raw(i), None);
+                }
+                crate::cgroups::add(&cleanup.cgroups, pid)?;
+                run_runtime_hooks(&bundle, &o.id, pid)?;
+                parent_end.send(&Msg::HooksDone(pid))?;
+            }
+            Msg::Created => break,
+            Msg::Error(e) => {
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+                cleanup.pid = None;
+                return Err(crate::process::ProcessError::Child(e).into());
+            }
+            m => {
+                return Err(
+                    ContainerError::Other(format!("unexpected message {m:?} from init")).into(),
+                )
+            }
+        }
+    }
+    let start_time = state::proc_stat(pid).map(|s| s.1).unwrap_or(0);
+    let spec = &bundle.spec;
+    let st = State {
+        oci_version: spec.version().clone(),
+        id: o.id.clone(),
+        pid,
+        start_time,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        created: crate::log::timestamp(),
+        owner: nix::unistd::geteuid().as_raw(),
+        hooks: spec.hooks().clone(),
+        cgroups: cleanup.cgroups.clone(),
+        own_pidns: plan.has(CloneFlags::CLONE_NEWPID),
+    };
+    st.save(&o.root)?;
+    if let Some(p) = &o.pid_file {
+        super::write_pid_file(p, pid)?;
+    }
+    cleanup.armed = false;
+    Ok(Created { pid, state: st })
+}
+
+/// prestart (deprecated but still honoured) then createRuntime, in the
+/// runtime's namespaces, after the container's namespaces exist.
+fn run_runtime_hooks(bundle: &Bundle, id: &str, pid: i32) -> crate::Result<()> {
+    let Some(hooks) = bundle.spec.hooks() else {
+        return Ok(());
+    };
+    if hooks.prestart().is_none() && hooks.create_runtime().is_none() {
+        return Ok(());
+    }
+    let state = serde_json::json!({
+        "ociVersion": bundle.spec.version(),
+        "id": id,
+        "status": "creating",
+        "pid": pid,
+        "bundle": bundle.dir,
+        "annotations": bundle.spec.annotations().clone().unwrap_or_default(),
+    })
+    .to_string();
+    if let Some(h) = hooks.prestart() {
+        crate::hooks::run_all("prestart", h, &state)?;
+    }
+    if let Some(h) = hooks.create_runtime() {
+        crate::hooks::run_all("createRuntime", h, &state)?;
+    }
+    Ok(())
+}
+
+/// Socket activation: pass LISTEN_FDS fds through, as runc does.
+fn listen_fds() -> (u32, Vec<String>) {
+    match std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        Some(n) if n > 0 => (n, vec![format!("LISTEN_FDS={n}"), "LISTEN_PID=1".into()]),
+        _ => (0, Vec::new()),
+    }
+}

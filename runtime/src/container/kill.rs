@@ -1,0 +1,63 @@
+//! `kill`: signal the init, or with `--all` every process of the container
+//! (its cgroup, or every process sharing its pid namespace).
+
+use super::ContainerError;
+use crate::state::{State, Status};
+use nix::sys::signal::{kill as sys_kill, Signal};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::str::FromStr;
+
+/// Parse "TERM", "SIGTERM", "term" or "15".
+pub fn parse_signal(s: &str) -> Result<Signal, ContainerError> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| ContainerError::BadSignal(s.into()));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    Signal::from_str(&name).map_err(|_| ContainerError::BadSignal(s.into()))
+}
+
+/// Send `sig` to the container.
+pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> crate::Result<()> {
+    let st = State::load(root, id)?;
+    let status = st.status(root);
+    if status == Status::Stopped {
+        return Err(ContainerError::NotRunning(id.into()).into());
+    }
+    if all {
+        for p in members(&st) {
+            let _ = sys_kill(Pid::from_raw(p), sig);
+        }
+    }
+    sys_kill(Pid::from_raw(st.pid), sig).map_err(|source| ContainerError::Sys {
+        what: format!("kill {}", st.pid),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Processes that belong to the container besides the init.
+pub fn members(st: &State) -> Vec<i32> {
+    let procs = crate::cgroups::procs(&st.cgroups);
+    if !procs.is_empty() || !st.cgroups.is_empty() {
+        return procs;
+    }
+    if !st.own_pidns {
+        return Vec::new();
+    }
+    let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", st.pid)) else {
+        return Vec::new();
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|l| l == ns))
+        .collect()
+}

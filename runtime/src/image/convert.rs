@@ -1,0 +1,136 @@
+//! The conversion shared by pull and load: apply layer files in order into a
+//! staging directory inside the store's work area, run mksquashfs, publish.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::PathBuf;
+
+use super::digest::{Digest, HashingReader};
+use super::progress::Progress;
+use super::unpack::Applier;
+use super::{io_cause, squash, Cause};
+use crate::site::SiteConfig;
+use crate::store::{ImageMeta, Store, WorkDir};
+
+/// How a layer file is checked while it is applied.
+#[derive(Debug, Clone)]
+pub enum Verify {
+    /// Already verified (downloaded through a hashing reader).
+    Done,
+    /// The file as stored must hash to this (OCI layout blobs).
+    Blob(Digest),
+    /// The uncompressed tar must hash to this (Docker archives: diff ids).
+    DiffId(Digest),
+}
+
+/// One layer ready to apply.
+#[derive(Debug, Clone)]
+pub struct LayerFile {
+    /// Its digest, for messages.
+    pub digest: Digest,
+    /// Where it is (compressed or not).
+    pub path: PathBuf,
+    /// What to check.
+    pub verify: Verify,
+    /// Delete the file once applied (downloaded blobs).
+    pub remove_after: bool,
+}
+
+/// Wraps a layer stream in the decompressor its magic bytes call for
+/// (gzip, zstd, or none), whatever the media type claims.
+pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<Box<dyn Read + 'a>> {
+    let mut br = BufReader::with_capacity(1 << 20, r);
+    let head = br.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(br))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::Decoder::with_buffer(br)?)
+    } else {
+        Box::new(br)
+    })
+}
+
+/// Applies, squashes and publishes images.
+pub struct Converter<'a> {
+    /// Destination store.
+    pub store: &'a Store,
+    /// Site settings (squashfs options).
+    pub site: &'a SiteConfig,
+    /// Progress output.
+    pub progress: &'a Progress,
+    /// Unpacking without root privileges.
+    pub rootless: bool,
+}
+
+fn mismatch(what: &str, l: &LayerFile, expected: &Digest, actual: &Digest) -> Cause {
+    Cause::Invalid(format!(
+        "layer {}: {what} {expected} does not match its content ({actual}): the archive is damaged",
+        l.digest
+    ))
+}
+
+impl Converter<'_> {
+    /// Applies `layers` (bottom first, as they become ready), squashes the
+    /// result and publishes it as `meta.id`; returns the published metadata.
+    /// The caller holds the image lock.
+    pub fn convert(
+        &self,
+        work: &WorkDir,
+        layers: impl Iterator<Item = Result<LayerFile, Cause>>,
+        mut meta: ImageMeta,
+    ) -> Result<ImageMeta, Cause> {
+        let staging = work.path().join("rootfs");
+        std::fs::create_dir(&staging).map_err(io_cause("cannot create", &staging))?;
+        let mut applier =
+            Applier::new(&staging, self.rootless).map_err(io_cause("cannot open", &staging))?;
+        for layer in layers {
+            let l = layer?;
+            self.progress.stage("unpack", &l.digest.to_string());
+            let f = File::open(&l.path).map_err(io_cause("cannot open layer", &l.path))?;
+            let mut raw = HashingReader::new(f);
+            {
+                let mut tar = HashingReader::new(
+                    decompress(&mut raw).map_err(io_cause("cannot read layer", &l.path))?,
+                );
+                applier.apply(&l.digest.to_string(), &mut tar)?;
+                // Hash what the tar reader left unread (end-of-archive padding).
+                io::copy(&mut tar, &mut io::sink())
+                    .map_err(io_cause("cannot read layer", &l.path))?;
+                if let Verify::DiffId(d) = &l.verify {
+                    let (actual, _) = tar.finish();
+                    if &actual != d {
+                        return Err(mismatch("diff id", &l, d, &actual));
+                    }
+                }
+            }
+            if let Verify::Blob(d) = &l.verify {
+                io::copy(&mut raw, &mut io::sink())
+                    .map_err(io_cause("cannot read layer", &l.path))?;
+                let (actual, _) = raw.finish();
+                if &actual != d {
+                    return Err(mismatch("digest", &l, d, &actual));
+                }
+            }
+            if l.remove_after {
+                let _ = std::fs::remove_file(&l.path);
+            }
+        }
+        let stats = applier.stats();
+        self.progress.stage(
+            "squash",
+            &format!("{} entries, {} bytes", stats.entries, stats.bytes),
+        );
+        let out = work.path().join("image.sqsh");
+        squash::mksquashfs(&staging, &out, &self.site.squashfs).map_err(Cause::Squash)?;
+        meta.size = std::fs::metadata(&out)
+            .map_err(io_cause("cannot stat", &out))?
+            .len();
+        meta.created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.store.publish(&out, &meta)?;
+        tracing::info!(id = %meta.id, size = meta.size, entries = stats.entries, "image converted");
+        Ok(meta)
+    }
+}

@@ -1,0 +1,21 @@
+//! The `berth` binary: parse, run, print one line on error.
+
+use clap::Parser;
+
+fn main() {
+    // Image commands (pull, load, images, ..., run IMAGE) have their own parser.
+    if let Some(code) = berth::cli::image::dispatch() {
+        std::process::exit(code);
+    }
+    let cli = berth::cli::Cli::parse();
+    berth::log::init(cli.log.clone(), cli.log_format == "json", cli.debug);
+    let root = cli.root.clone().unwrap_or_else(berth::state::default_root);
+    berth::cli::run::ROOT.with(|r| *r.borrow_mut() = root);
+    match berth::cli::run::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            berth::log::error(&e.to_string());
+            std::process::exit(1);
+        }
+    }
+}

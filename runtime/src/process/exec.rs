@@ -1,0 +1,223 @@
+//! The last steps before execve, shared by the container init and
+//! `berth exec`: find the executable, take on the configured identity
+//! (rlimits, groups, uid, capabilities, no_new_privs, umask) and exec.
+
+use super::{io, sys, ProcessError};
+use oci_spec::runtime::Process;
+use std::ffi::CString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Everything execve needs, computed before the identity switch.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Resolved executable path (inside the container).
+    pub path: CString,
+    /// argv.
+    pub argv: Vec<CString>,
+    /// envp.
+    pub envp: Vec<CString>,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn cstr(s: &str) -> Result<CString, ProcessError> {
+    CString::new(s).map_err(|_| ProcessError::Invalid(format!("NUL byte in {s:?}")))
+}
+
+/// Identity of our own binary, taken before pivot_root.
+pub fn self_identity() -> Option<(u64, u64)> {
+    std::fs::metadata("/proc/self/exe")
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Resolve args[0] against PATH, check it is executable, and refuse any
+/// chain of `#!` interpreters that leads back to the berth binary: that is
+/// how CVE-2019-5736 made runc execute itself inside a container and then
+/// get overwritten through /proc/<pid>/exe.
+pub fn prepare(
+    p: &Process,
+    extra_env: &[String],
+    me: Option<(u64, u64)>,
+) -> Result<Prepared, ProcessError> {
+    let args = p.args().clone().unwrap_or_default();
+    let arg0 = args
+        .first()
+        .ok_or_else(|| ProcessError::Invalid("process.args is empty".into()))?;
+    let mut env: Vec<String> = p.env().clone().unwrap_or_default();
+    env.extend(extra_env.iter().cloned());
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_of(p.user().uid())));
+    }
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let path = if arg0.contains('/') {
+        PathBuf::from(arg0)
+    } else {
+        path_var
+            .split(':')
+            .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(arg0))
+            .find(|c| is_executable(c))
+            .ok_or_else(|| ProcessError::NotFound(arg0.clone()))?
+    };
+    if !is_executable(&path) {
+        return Err(ProcessError::NotFound(arg0.clone()));
+    }
+    if let Some(me) = me {
+        check_not_self(&path, me, 0)?;
+    }
+    Ok(Prepared {
+        path: CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| ProcessError::Invalid("NUL in path".into()))?,
+        argv: args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+        envp: env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?,
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: valid C string.
+    std::fs::metadata(p).is_ok_and(|m| m.is_file())
+        && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+}
+
+fn check_not_self(path: &Path, me: (u64, u64), depth: u32) -> Result<(), ProcessError> {
+    let m = std::fs::metadata(path).map_err(io(format!("stat {}", path.display())))?;
+    if (m.dev(), m.ino()) == me {
+        return Err(ProcessError::SelfExec(path.display().to_string()));
+    }
+    if depth > 5 {
+        return Ok(());
+    }
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    if n > 2 && &head[..2] == b"#!" {
+        let line = head[2..n].split(|&c| c == b'\n').next().unwrap_or(&[]);
+        let text = String::from_utf8_lossy(line);
+        if let Some(interp) = text.split_ascii_whitespace().next() {
+            return check_not_self(Path::new(interp), me, depth + 1);
+        }
+    }
+    Ok(())
+}
+
+/// Home directory of `uid` from the container's /etc/passwd, "/" if none.
+fn home_of(uid: u32) -> String {
+    let data = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    data.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
+        })
+        .next()
+        .unwrap_or_else(|| "/".into())
+}
+
+/// Take on the process identity. Order matters: rlimits and the bounding
+/// set need privileges we are about to drop; KEEPCAPS carries the
+/// permitted set across setuid so capset can then pick from it.
+pub fn finalize(p: &Process) -> Result<(), ProcessError> {
+    if let Some(l) = p.rlimits() {
+        crate::rlimits::apply(l).map_err(|e| ProcessError::Invalid(e.to_string()))?;
+    }
+    if let Some(prof) = p.apparmor_profile().as_deref().filter(|s| !s.is_empty()) {
+        if Path::new("/sys/module/apparmor").exists() {
+            std::fs::write("/proc/self/attr/apparmor/exec", format!("exec {prof}"))
+                .map_err(io("apply apparmor profile"))?;
+        } else {
+            crate::log::warn(&format!(
+                "apparmor profile {prof} not applied: apparmor is not enabled on this host"
+            ));
+        }
+    }
+    if p.selinux_label().as_deref().is_some_and(|s| !s.is_empty())
+        && !Path::new("/sys/fs/selinux/enforce").exists()
+    {
+        crate::log::warn("selinuxLabel not applied: selinux is not enabled on this host");
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    if let Some(c) = p.capabilities() {
+        crate::caps::drop_bounding(c).map_err(|e| ProcessError::Invalid(e.to_string()))?;
+    }
+    let user = p.user();
+    let gids: Vec<nix::unistd::Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    let setgroups_denied =
+        std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if setgroups_denied {
+        if !gids.is_empty() {
+            return Err(ProcessError::Invalid(
+                "additionalGids need setgroups, which this user namespace denies (single-id mapping); map a range with newgidmap".into(),
+            ));
+        }
+    } else {
+        nix::unistd::setgroups(&gids).map_err(sys("setgroups"))?;
+    }
+    let gid = nix::unistd::Gid::from_raw(user.gid());
+    let uid = nix::unistd::Uid::from_raw(user.uid());
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys(format!("setgid {gid}")))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys(format!("setuid {uid}")))?;
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    if let Some(c) = p.capabilities() {
+        crate::caps::apply(c).map_err(|e| ProcessError::Invalid(e.to_string()))?;
+    }
+    if p.no_new_privileges() == Some(true) {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(sys("set no_new_privs")(nix::Error::last()));
+        }
+    }
+    if let Some(m) = user.umask() {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(m & 0o777) };
+    }
+    Ok(())
+}
+
+/// Mark every fd from `first` up close-on-exec, so nothing of the host
+/// (state dir, sync socket, bundle files) survives into the container
+/// (CVE-2024-21626 class), while stdio and preserved fds do.
+pub fn close_fds_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    // SAFETY: close_range only changes fd flags.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        // Old kernels: walk /proc/self/fd.
+        if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = d
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            for fd in fds.into_iter().filter(|fd| *fd >= first as i32) {
+                // SAFETY: setting FD_CLOEXEC on an fd number.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+}
+
+/// execve; returns only on failure.
+pub fn exec(p: &Prepared) -> ProcessError {
+    let e = nix::unistd::execve(&p.path, &p.argv, &p.envp).unwrap_err();
+    ProcessError::Sys {
+        what: format!("exec {}", p.path.to_string_lossy()),
+        source: e,
+    }
+}

@@ -1,0 +1,113 @@
+//! Bad input: one-line error, non-zero exit, no state entry, no mount and
+//! no process left.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+#[test]
+fn malformed_config_names_line_and_column() {
+    let mut b = Bundle::new("malformed", &["true"]);
+    let id = b.id("bad");
+    std::fs::write(
+        b.dir.join("config.json"),
+        "{\n  \"ociVersion\": \"1.0.2\",\n  \"process\": {,\n}\n",
+    )
+    .unwrap();
+    let o = b
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(&b.dir)
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert_clean_failure(&b, &id, &o, "line 3 column");
+}
+
+#[test]
+fn missing_rootfs() {
+    let mut b = Bundle::new("norootfs", &["true"]);
+    b.config["root"]["path"] = "does-not-exist".into();
+    let id = b.id("x");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "does-not-exist");
+}
+
+#[test]
+fn relative_mount_destination() {
+    let mut b = Bundle::new("relmount", &["true"]);
+    b.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "relative/path", "type": "tmpfs", "source": "tmpfs"}));
+    let id = b.id("x");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "not absolute");
+}
+
+#[test]
+fn unknown_namespace_type() {
+    let mut b = Bundle::new("badns", &["true"]);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "bogus"}));
+    let id = b.id("x");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "bogus");
+}
+
+#[test]
+fn duplicate_id_leaves_the_first_alone() {
+    let mut b = Bundle::new("dup", &["sleep", "30"]);
+    let id = b.id("dup");
+    assert!(b.create(&id).status.success());
+    let before = b.state(&id).unwrap();
+    let o = b.create(&id);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("already exists"));
+    assert_eq!(b.state(&id).unwrap()["pid"], before["pid"]);
+    assert_eq!(b.status(&id), "created");
+}
+
+#[test]
+fn missing_hook_binary() {
+    let mut b = Bundle::new("nohook", &["true"]);
+    b.config["hooks"] = json!({"prestart": [{"path": "/nonexistent/hook"}]});
+    let id = b.id("x");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "/nonexistent/hook");
+}
+
+#[test]
+fn failure_after_fork_leaves_nothing() {
+    // A bad mount fails inside the init, after namespaces and some mounts exist.
+    let mut b = Bundle::new("latefail", &["true"]);
+    b.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "bind", "source": "/nonexistent-source", "options": ["bind"]}));
+    let id = b.id("x");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "/nonexistent-source");
+    // And a missing executable.
+    b.config["mounts"].as_array_mut().unwrap().pop();
+    b.config["process"]["args"] = json!(["/no/such/binary"]);
+    let id = b.id("y");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "not found");
+}
+
+#[test]
+fn invalid_id() {
+    let b = Bundle::new("badid", &["true"]);
+    b.write_config();
+    let o = b
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(&b.dir)
+        .arg("../escape")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(!b.dir.join("escape").exists());
+}

@@ -1,0 +1,170 @@
+//! The six hook stages: order, state on stdin, argv/env, timeouts and the
+//! failure semantics of each stage.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A host hook script that records its stage, stdin and env.
+fn host_hook(b: &Bundle, stage: &str) -> Value {
+    let out = b.dir.join("hookout");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = b.dir.join(format!("{stage}.sh"));
+    std::fs::write(&script, format!("#!/bin/sh\ncat > {o}/{stage}.json\necho \"$0 $1 $HOOK_ENV\" > {o}/{stage}.args\necho {stage} >> {o}/order\n", o = out.display())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    json!({"path": script, "args": [format!("argv0-{stage}"), "first"], "env": ["HOOK_ENV=env-ok"], "timeout": 10})
+}
+
+#[test]
+fn all_stages_in_order_with_state() {
+    let mut b = Bundle::new(
+        "hooks",
+        &["sh", "-c", "echo user-process >> /hookout/order"],
+    );
+    let out = b.dir.join("hookout");
+    let hooks = json!({
+        "prestart": [host_hook(&b, "prestart")],
+        "createRuntime": [host_hook(&b, "createRuntime")],
+        "createContainer": [host_hook(&b, "createContainer")],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /hookout/startContainer.json; echo startContainer >> /hookout/order"]}],
+        "poststart": [host_hook(&b, "poststart")],
+        "poststop": [host_hook(&b, "poststop")]
+    });
+    b.config["hooks"] = hooks;
+    b.config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/hookout", "type": "bind", "source": out, "options": ["rbind"]}),
+    );
+    b.config["annotations"] = json!({"org.example.key": "value"});
+    let id = b.id("hooks");
+    let o = b.create(&id);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pid = b.state(&id).unwrap()["pid"].as_i64().unwrap();
+    assert!(b.berth(&["start", &id]).status.success());
+    b.wait_stopped(&id);
+    assert!(b.berth(&["delete", &id]).status.success());
+    let order = std::fs::read_to_string(out.join("order")).unwrap();
+    let got: Vec<&str> = order.lines().collect();
+    // poststart may race the (very short) user process; everything else is ordered.
+    let without_user: Vec<&str> = got
+        .iter()
+        .copied()
+        .filter(|l| *l != "user-process")
+        .collect();
+    assert_eq!(
+        without_user,
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ],
+        "{order}"
+    );
+    let u = got.iter().position(|l| *l == "user-process").unwrap();
+    assert!(u > got.iter().position(|l| *l == "startContainer").unwrap());
+    for stage in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "poststart",
+        "poststop",
+    ] {
+        let st: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("{stage}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(st["id"], id.as_str(), "{stage}");
+        assert_eq!(st["bundle"], b.dir.to_str().unwrap(), "{stage}");
+        assert_eq!(st["annotations"]["org.example.key"], "value", "{stage}");
+        let want = match stage {
+            "poststart" => "running",
+            "poststop" => "stopped",
+            _ => "creating",
+        };
+        assert_eq!(st["status"], want, "{stage}");
+        if stage != "poststop" {
+            assert_eq!(st["pid"], pid, "{stage}");
+        }
+        let args = std::fs::read_to_string(out.join(format!("{stage}.args"))).unwrap();
+        // $0 of a script is its path (the kernel rewrites argv[0]); args[1..] and env arrive.
+        assert!(args.trim().ends_with(" first env-ok"), "{stage}: {args}");
+    }
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("startContainer.json")).unwrap())
+            .unwrap();
+    assert_eq!(st["id"], id.as_str());
+}
+
+fn failing(stage: &str) -> Value {
+    json!({stage: [{"path": "/bin/sh", "args": ["sh", "-c", "echo hook-said-no >&2; exit 3"]}]})
+}
+
+#[test]
+fn failing_create_stage_hooks_tear_down() {
+    for stage in ["prestart", "createRuntime", "createContainer"] {
+        let mut b = Bundle::new("hookfail", &["sleep", "30"]);
+        b.config["hooks"] = failing(stage);
+        let id = b.id(stage);
+        let o = b.create(&id);
+        assert_clean_failure(&b, &id, &o, stage);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("hook-said-no"),
+            "hook output in the error"
+        );
+    }
+}
+
+#[test]
+fn failing_start_container_hook_stops_the_container() {
+    let mut b = Bundle::new("startfail", &["sh", "-c", "echo must-not-run"]);
+    b.config["hooks"] = failing("startContainer");
+    let id = b.id("sc");
+    assert!(b.create(&id).status.success());
+    let o = b.berth(&["start", &id]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("startContainer"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    b.wait_stopped(&id);
+    assert!(!b.output_of(&id).contains("must-not-run"));
+    assert!(b.berth(&["delete", &id]).status.success());
+}
+
+#[test]
+fn failing_poststart_and_poststop_only_warn() {
+    let mut b = Bundle::new("postfail", &["true"]);
+    let mut h = failing("poststart");
+    h["poststop"] = failing("poststop")["poststop"].clone();
+    b.config["hooks"] = h;
+    let id = b.id("post");
+    assert!(b.create(&id).status.success());
+    let o = b.berth(&["start", &id]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("warning: poststart"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    b.wait_stopped(&id);
+    let o = b.berth(&["delete", &id]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: poststop"));
+    assert!(!b.root.join(&id).exists());
+}
+
+#[test]
+fn hook_timeout() {
+    let mut b = Bundle::new("hooktimeout", &["true"]);
+    b.config["hooks"] =
+        json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "20"], "timeout": 1}]});
+    let id = b.id("to");
+    let t = Instant::now();
+    let o = b.create(&id);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_clean_failure(&b, &id, &o, "timed out");
+}

@@ -1,0 +1,111 @@
+//! cgroup limits (v1 hybrid here, v2 where the host has it), console
+//! socket, and refusal of what berth cannot apply.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+#[test]
+fn cgroup_limits_are_applied_and_removed() {
+    let mut b = Bundle::new("cgroups", &["sh", "-c", "cat /proc/self/cgroup; sleep 30"]);
+    let id = b.id("cg");
+    let path = format!("/berth-test/{id}");
+    b.config["linux"]["cgroupsPath"] = path.clone().into();
+    b.config["linux"]["resources"] = json!({
+        "memory": {"limit": 67108864},
+        "pids": {"limit": 100},
+        "cpu": {"shares": 512},
+        "devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}]
+    });
+    assert!(b.create(&id).status.success(), "{}", b.output_of(&id));
+    let pid = b.state(&id).unwrap()["pid"].as_i64().unwrap();
+    let v2 = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "));
+    let procs = if v2 {
+        std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.procs")).unwrap()
+    } else {
+        let read = |c: &str, f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{c}{path}/{f}")).unwrap();
+        assert_eq!(read("memory", "memory.limit_in_bytes").trim(), "67108864");
+        assert_eq!(read("pids", "pids.max").trim(), "100");
+        assert_eq!(read("cpu", "cpu.shares").trim(), "512");
+        let devs = read("devices", "devices.list");
+        assert!(devs.contains("c 1:3 rw") && !devs.contains("a *:* rwm"), "{devs}");
+        read("pids", "cgroup.procs")
+    };
+    assert!(procs.lines().any(|l| l.trim() == pid.to_string()), "init in the cgroup: {procs}");
+    assert!(b.berth(&["start", &id]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(b.output_of(&id).contains(&path), "{}", b.output_of(&id));
+    assert!(b.berth(&["delete", "--force", &id]).status.success());
+    let leaf = if v2 { format!("/sys/fs/cgroup{path}") } else { format!("/sys/fs/cgroup/pids{path}") };
+    assert!(!std::path::Path::new(&leaf).exists(), "cgroup removed");
+}
+
+#[test]
+fn unsupported_resources_are_refused_not_ignored() {
+    let mut b = Bundle::new("cgunsup", &["true"]);
+    b.config["linux"]["resources"] = json!({"blockIO": {"weight": 10}});
+    let id = b.id("x");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "not supported yet: linux.resources.blockIO");
+    b.config["linux"]["resources"] = serde_json::Value::Null;
+    b.config["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"});
+    let id = b.id("y");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "not supported yet: linux.seccomp");
+}
+
+fn recv_fd(sock: &std::os::unix::net::UnixStream) -> OwnedFd {
+    unsafe {
+        let mut buf = [0u8; 256];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut cbuf = [0u8; 64];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = cbuf.len();
+        assert!(libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) >= 0);
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS);
+        OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const i32))
+    }
+}
+
+#[test]
+fn terminal_through_console_socket() {
+    let mut b = Bundle::new("console", &["sh", "-c", "tty; stty size; echo tty-ok"]);
+    b.config["process"]["terminal"] = true.into();
+    b.config["process"]["consoleSize"] = json!({"height": 40, "width": 100});
+    b.write_config();
+    let sock = b.dir.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let t = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        recv_fd(&s)
+    });
+    let id = b.id("tty");
+    let o = b.cmd().args(["create", "--bundle"]).arg(&b.dir).args(["--console-socket"]).arg(&sock).arg(&id).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let master = t.join().unwrap();
+    assert!(b.berth(&["start", &id]).status.success());
+    let mut f = std::fs::File::from(master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) | Err(_) => break, // EIO once the slave side is closed
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("40 100"), "{out}");
+    assert!(out.contains("tty-ok"), "{out}");
+    b.wait_stopped(&id);
+    assert!(b.berth(&["delete", &id]).status.success());
+    // terminal without a socket is refused
+    let id = b.id("nosock");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "console-socket");
+}
