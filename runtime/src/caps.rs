@@ -113,6 +113,7 @@ pub fn apply(c: &LinuxCapabilities) -> Result<(), CapsError> {
         )
     };
     let amb = mask(c.ambient(), last);
+    let mut skipped = Vec::new();
     for n in 0..=last {
         if amb & (1 << n) != 0 {
             // SAFETY: prctl with integer arguments.
@@ -126,13 +127,17 @@ pub fn apply(c: &LinuxCapabilities) -> Result<(), CapsError> {
                 )
             };
             if r != 0 {
-                // runc's own default spec lists ambient capabilities that are
-                // not inheritable; like runc, warn instead of failing.
-                crate::log::warn(&format!(
-                    "ambient capability {n} not raised: it must be permitted and inheritable"
-                ));
+                skipped.push(n.to_string());
             }
         }
+    }
+    if !skipped.is_empty() {
+        // runc's own default spec lists ambient capabilities that are not
+        // inheritable; like runc, warn (once) instead of failing.
+        crate::log::warn(&format!(
+            "ambient capabilities {} not raised: an ambient capability must also be permitted and inheritable",
+            skipped.join(",")
+        ));
     }
     Ok(())
 }

@@ -129,10 +129,9 @@ fn validate(b: &Bundle) -> Result<(), ConfigError> {
                 return Err(ConfigError::Unsupported("time namespace".into()));
             }
         }
-        if linux.seccomp().is_some() {
-            return Err(ConfigError::Unsupported(
-                "linux.seccomp (run without a seccomp profile)".into(),
-            ));
+        if let Some(sc) = linux.seccomp() {
+            // Compile now so an unusable profile fails before anything exists.
+            crate::seccomp::compile(sc).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if linux.intel_rdt().is_some() {
             return Err(ConfigError::Unsupported("linux.intelRdt".into()));

@@ -18,6 +18,7 @@ pub mod process;
 pub mod resolve;
 pub mod rlimits;
 pub mod rootfs;
+pub mod seccomp;
 pub mod site;
 pub mod state;
 pub mod store;

@@ -3,6 +3,10 @@
 use clap::Parser;
 
 fn main() {
+    // The SPANK plugin's two calls.
+    if let Some(code) = berth::cli::slurm::dispatch() {
+        std::process::exit(code);
+    }
     // Image commands (pull, load, images, ..., run IMAGE) have their own parser.
     if let Some(code) = berth::cli::image::dispatch() {
         std::process::exit(code);

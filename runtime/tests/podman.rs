@@ -2,9 +2,8 @@
 //! an image imported from a local busybox tarball (no network).
 //!
 //! `--ulimit` lowers Podman's root default (nofile 1048576), which needs
-//! CAP_SYS_RESOURCE that CI sandboxes often lack (runc fails the same way);
-//! `seccomp=unconfined` because berth refuses seccomp profiles clearly
-//! rather than running without them (not supported yet).
+//! CAP_SYS_RESOURCE that CI sandboxes often lack (runc fails the same way).
+//! Podman's default seccomp profile is used (compiled by berth).
 
 mod common;
 use common::*;

@@ -20,25 +20,47 @@ fn cgroup_limits_are_applied_and_removed() {
     });
     assert!(b.create(&id).status.success(), "{}", b.output_of(&id));
     let pid = b.state(&id).unwrap()["pid"].as_i64().unwrap();
-    let v2 = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "));
+    let v2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.split_whitespace().nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 ")
+        });
     let procs = if v2 {
         std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.procs")).unwrap()
     } else {
-        let read = |c: &str, f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{c}{path}/{f}")).unwrap();
+        let read = |c: &str, f: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/{c}{path}/{f}")).unwrap()
+        };
         assert_eq!(read("memory", "memory.limit_in_bytes").trim(), "67108864");
         assert_eq!(read("pids", "pids.max").trim(), "100");
         assert_eq!(read("cpu", "cpu.shares").trim(), "512");
         let devs = read("devices", "devices.list");
-        assert!(devs.contains("c 1:3 rw") && !devs.contains("a *:* rwm"), "{devs}");
+        assert!(
+            devs.contains("c 1:3 rw") && !devs.contains("a *:* rwm"),
+            "{devs}"
+        );
         read("pids", "cgroup.procs")
     };
-    assert!(procs.lines().any(|l| l.trim() == pid.to_string()), "init in the cgroup: {procs}");
+    assert!(
+        procs.lines().any(|l| l.trim() == pid.to_string()),
+        "init in the cgroup: {procs}"
+    );
     assert!(b.berth(&["start", &id]).status.success());
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(b.output_of(&id).contains(&path), "{}", b.output_of(&id));
     assert!(b.berth(&["delete", "--force", &id]).status.success());
-    let leaf = if v2 { format!("/sys/fs/cgroup{path}") } else { format!("/sys/fs/cgroup/pids{path}") };
+    let leaf = if v2 {
+        format!("/sys/fs/cgroup{path}")
+    } else {
+        format!("/sys/fs/cgroup/pids{path}")
+    };
     assert!(!std::path::Path::new(&leaf).exists(), "cgroup removed");
+    // The test's parent directory is ours to remove (berth keeps parents).
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(e.path().join("berth-test"));
+    }
+    let _ = std::fs::remove_dir("/sys/fs/cgroup/berth-test");
 }
 
 #[test]
@@ -49,16 +71,134 @@ fn unsupported_resources_are_refused_not_ignored() {
     let o = b.create(&id);
     assert_clean_failure(&b, &id, &o, "not supported yet: linux.resources.blockIO");
     b.config["linux"]["resources"] = serde_json::Value::Null;
-    b.config["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"});
+    b.config["linux"]["seccomp"] =
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/x.sock"});
     let id = b.id("y");
     let o = b.create(&id);
-    assert_clean_failure(&b, &id, &o, "not supported yet: linux.seccomp");
+    assert_clean_failure(&b, &id, &o, "not supported yet: seccomp listenerPath");
+}
+
+#[test]
+fn seccomp_profile_is_enforced() {
+    let mut b = Bundle::new("seccomp", &[]);
+    // Deny mkdir with EPERM, deny personality() unless its argument is
+    // 0xffffffff (a query), allow everything else; also an unknown name.
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat", "no_such_syscall"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+            {"names": ["sethostname"], "action": "SCMP_ACT_ERRNO",
+             "args": [{"index": 1, "value": 4, "op": "SCMP_CMP_EQ"}]}
+        ]
+    });
+    b.config["process"]["capabilities"] = json!({"bounding": ["CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_SYS_ADMIN"]});
+    let out = b.sh("mkdir /tmp/x 2>&1; touch /tmp/f; chmod 600 /tmp/f 2>&1; hostname abcd 2>&1; hostname abcde && hostname; grep Seccomp: /proc/self/status");
+    assert!(
+        out.contains("Operation not permitted"),
+        "mkdir denied with EPERM: {out}"
+    );
+    assert!(
+        out.contains("Function not implemented") || out.contains("not implemented"),
+        "chmod denied with ENOSYS: {out}"
+    );
+    assert!(
+        out.contains("abcde"),
+        "sethostname with length 5 allowed: {out}"
+    );
+    assert!(
+        out.lines()
+            .filter(|l| l.contains("Operation not permitted"))
+            .count()
+            >= 2,
+        "sethostname length 4 denied: {out}"
+    );
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    // Deny by default, allow a list: the shell still runs.
+    let allow: Vec<&str> = vec![
+        "read",
+        "write",
+        "openat",
+        "open",
+        "close",
+        "fstat",
+        "newfstatat",
+        "stat",
+        "lstat",
+        "execve",
+        "exit_group",
+        "exit",
+        "brk",
+        "mmap",
+        "munmap",
+        "mprotect",
+        "arch_prctl",
+        "set_tid_address",
+        "rt_sigaction",
+        "rt_sigprocmask",
+        "rt_sigreturn",
+        "ioctl",
+        "getuid",
+        "geteuid",
+        "getgid",
+        "getegid",
+        "getpid",
+        "getppid",
+        "uname",
+        "fcntl",
+        "dup2",
+        "dup3",
+        "wait4",
+        "fork",
+        "vfork",
+        "clone",
+        "clone3",
+        "getcwd",
+        "prlimit64",
+        "readlink",
+        "access",
+        "lseek",
+        "getdents64",
+        "pipe",
+        "pipe2",
+        "sigaltstack",
+        "poll",
+        "set_robust_list",
+        "rseq",
+        "futex",
+        "getrandom",
+        "statx",
+        "faccessat",
+        "faccessat2",
+        "pread64",
+        "chdir",
+        "setpgid",
+        "getpgrp",
+        "capget",
+        "capset",
+        "prctl",
+        "setresuid",
+        "setresgid",
+        "setgroups",
+        "close_range",
+        "setsid",
+    ];
+    b.config["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": allow, "action": "SCMP_ACT_ALLOW"}]});
+    let out = b.sh("echo still-works; mkdir /tmp/y 2>&1 || echo denied");
+    assert!(
+        out.contains("still-works") && out.contains("denied"),
+        "{out}"
+    );
 }
 
 fn recv_fd(sock: &std::os::unix::net::UnixStream) -> OwnedFd {
     unsafe {
         let mut buf = [0u8; 256];
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
         let mut cbuf = [0u8; 64];
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;
@@ -85,7 +225,15 @@ fn terminal_through_console_socket() {
         recv_fd(&s)
     });
     let id = b.id("tty");
-    let o = b.cmd().args(["create", "--bundle"]).arg(&b.dir).args(["--console-socket"]).arg(&sock).arg(&id).output().unwrap();
+    let o = b
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(&b.dir)
+        .args(["--console-socket"])
+        .arg(&sock)
+        .arg(&id)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let master = t.join().unwrap();
     assert!(b.berth(&["start", &id]).status.success());

@@ -5,8 +5,6 @@
 
 use std::path::PathBuf;
 
-/// Where berth's site configuration lives unless `config=` says otherwise.
-pub const DEFAULT_CONFIG: &str = "/etc/berth/berth.toml";
 /// Where the `berth` runtime binary lives unless `runtime=` says otherwise.
 pub const DEFAULT_RUNTIME: &str = "/usr/bin/berth";
 
@@ -28,8 +26,9 @@ pub enum ArgsError {
 /// The validated plugstack.conf arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginArgs {
-    /// The site configuration file (`config=`).
-    pub config: PathBuf,
+    /// The site configuration file (`config=`); without it the runtime uses
+    /// `$BERTH_CONFIG` or `/etc/berth/berth.toml`.
+    pub config: Option<PathBuf>,
     /// The berth binary used for image and container work (`runtime=`).
     pub runtime: PathBuf,
     /// Whether `sbatch`/`salloc` accept `--container-image` for the batch step.
@@ -39,7 +38,7 @@ pub struct PluginArgs {
 impl Default for PluginArgs {
     fn default() -> Self {
         PluginArgs {
-            config: DEFAULT_CONFIG.into(),
+            config: None,
             runtime: DEFAULT_RUNTIME.into(),
             sbatch_support: true,
         }
@@ -67,7 +66,7 @@ impl PluginArgs {
                 .split_once('=')
                 .ok_or_else(|| ArgsError::Unknown(arg.into()))?;
             match key {
-                "config" => parsed.config = absolute("config", value)?,
+                "config" => parsed.config = Some(absolute("config", value)?),
                 "runtime" => parsed.runtime = absolute("runtime", value)?,
                 "sbatch_support" => {
                     parsed.sbatch_support = match value {
@@ -102,7 +101,7 @@ mod tests {
     fn known_arguments_are_read() {
         let a = PluginArgs::parse(["config=/e/b.toml", "runtime=/opt/berth", "sbatch_support=0"])
             .unwrap();
-        assert_eq!(a.config, PathBuf::from("/e/b.toml"));
+        assert_eq!(a.config, Some(PathBuf::from("/e/b.toml")));
         assert_eq!(a.runtime, PathBuf::from("/opt/berth"));
         assert!(!a.sbatch_support);
     }

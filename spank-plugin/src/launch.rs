@@ -53,9 +53,12 @@ pub struct Created {
     /// The image's environment (`NAME=VALUE`).
     #[serde(default)]
     pub env: Vec<String>,
-    /// Working directory inside the container, when the image or user set one.
+    /// The working directory the user asked for (`--container-workdir`).
     #[serde(default)]
     pub cwd: Option<String>,
+    /// The image's WorkingDir, used when the job's own directory is not visible.
+    #[serde(default)]
+    pub image_workdir: Option<String>,
 }
 
 /// The namespaces a task joins, in this order (mount last: joining it resets the
@@ -94,7 +97,10 @@ pub fn create_command(
     id: &str,
 ) -> Command {
     let mut cmd = Command::new(&args.runtime);
-    cmd.args(["slurm-create", "--config"]).arg(&args.config);
+    cmd.arg("slurm-create");
+    if let Some(config) = &args.config {
+        cmd.arg("--config").arg(config);
+    }
     cmd.args([
         "--id",
         id,
@@ -255,7 +261,12 @@ impl Container {
 
     /// Moves the calling task into the container's namespaces and stops it from
     /// ever gaining privileges. Runs in each task before Slurm drops to the user.
+    ///
+    /// Joining the mount namespace moves the task to the container's root, so the
+    /// working directory is set again: the one the user asked for, else the job's
+    /// own when it is visible inside (a mounted home or scratch), else the image's.
     pub fn join(&self) -> Result<(), LaunchError> {
+        let job_cwd = std::env::current_dir().ok();
         for (flag, fd) in &self.namespaces {
             setns(fd, *flag).map_err(|source| LaunchError::Sys {
                 what: format!(
@@ -268,14 +279,29 @@ impl Container {
         nix::sys::prctl::set_no_new_privs().map_err(|source| LaunchError::Sys {
             what: "set no_new_privs".into(),
             source,
-        })
+        })?;
+        let c = &self.created;
+        if let Some(dir) = &c.cwd {
+            return std::env::set_current_dir(dir).map_err(|e| {
+                LaunchError::Runtime(format!("cannot enter --container-workdir {dir}: {e}"))
+            });
+        }
+        let fallbacks = job_cwd
+            .into_iter()
+            .chain(c.image_workdir.iter().map(PathBuf::from));
+        for dir in fallbacks {
+            if std::env::set_current_dir(&dir).is_ok() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Removes a container (`berth delete --force`), running its poststop hooks.
+/// Removes a container and its bundle (`berth slurm-delete`); poststop hooks run.
 pub fn delete(args: &PluginArgs, id: &str) -> Result<(), LaunchError> {
     run(
-        Command::new(&args.runtime).args(["delete", "--force", id]),
+        Command::new(&args.runtime).args(["slurm-delete", "--id", id]),
         &args.runtime,
     )
     .map(|_| ())
@@ -330,7 +356,7 @@ mod tests {
             .collect();
         assert_eq!(
             argv.join(" "),
-            "slurm-create --config /etc/berth/berth.toml --id slurm-12.3 --uid 4242 --gid 4242 --groups 4243,27 \
+            "slurm-create --id slurm-12.3 --uid 4242 --gid 4242 --groups 4243,27 \
              --image reg/img:1 --mount /s:/d:ro --workdir /w --writable --no-mount-home --mpi pmi2 --ssh"
         );
     }
@@ -357,6 +383,7 @@ mod tests {
             pid,
             env: vec![],
             cwd: None,
+        image_workdir: None,
         })
         .unwrap_err();
         assert!(
@@ -376,6 +403,7 @@ mod tests {
             pid: child.id() as i32,
             env: vec![],
             cwd: None,
+        image_workdir: None,
         })
         .unwrap();
         // A plain child shares all our namespaces: nothing to join.

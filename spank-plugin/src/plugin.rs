@@ -226,11 +226,6 @@ pub unsafe extern "C" fn slurm_spank_task_init(
         for var in crate::env::merge(&created.env, job_has, &keep) {
             sp.setenv(&var.name, &var.value)?;
         }
-        if let Some(cwd) = &created.cwd {
-            std::env::set_current_dir(cwd).map_err(|e| {
-                format!("cannot enter working directory {cwd} in the container: {e}")
-            })?;
-        }
         Ok(())
     })
 }

@@ -13,5 +13,6 @@ pub mod lock;
 pub mod paths;
 pub mod proc;
 pub mod registry;
+pub mod site;
 pub mod stack;
 pub mod user;

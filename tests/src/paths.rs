@@ -46,22 +46,25 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target"))
 }
 
-/// The freshly built SPANK plugin, from the release build if present, else debug.
-pub fn spank_plugin() -> PathBuf {
+/// The newer of the release and debug builds of `file` in the target directory,
+/// so a stale build left by an earlier benchmark never shadows a fresh one.
+fn newest_build(file: &str) -> PathBuf {
     let target = target_dir();
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     ["release", "debug"]
         .iter()
-        .map(|p| target.join(p).join("libspank_berth.so"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| target.join("debug/libspank_berth.so"))
+        .map(|p| target.join(p).join(file))
+        .filter(|p| p.is_file())
+        .max_by_key(mtime)
+        .unwrap_or_else(|| target.join("debug").join(file))
 }
 
-/// The freshly built `berth` binary (release build if present, else debug).
+/// The freshly built SPANK plugin.
+pub fn spank_plugin() -> PathBuf {
+    newest_build("libspank_berth.so")
+}
+
+/// The freshly built `berth` binary.
 pub fn berth_bin() -> PathBuf {
-    let target = target_dir();
-    ["release", "debug"]
-        .iter()
-        .map(|p| target.join(p).join("berth"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| target.join("debug/berth"))
+    newest_build("berth")
 }

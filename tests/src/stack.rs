@@ -46,9 +46,11 @@ pub struct Stack {
 /// Starts (or reuses) the test user, the cluster and both registries.
 pub fn services() -> Result<Stack, StackError> {
     user::ensure()?;
-    let cluster = Cluster::shared()?;
     let plain = Registry::shared(RegistryConfig::plain())?;
     let secure = Registry::shared(RegistryConfig::secure())?;
+    let config = crate::site::path();
+    crate::site::write().map_err(|source| ClusterError::Io { path: config, source })?;
+    let cluster = Cluster::shared()?;
     Ok(Stack {
         cluster,
         plain,

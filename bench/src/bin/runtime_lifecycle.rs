@@ -54,19 +54,25 @@ fn run(cmd: &mut Command) -> (Duration, i64) {
     (t.elapsed(), ru.ru_maxrss)
 }
 
-/// One lifecycle with an OCI runtime; returns (wall, peak rss).
-fn lifecycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> (Duration, i64) {
+/// Wall time of each phase of one lifecycle.
+#[derive(Default, Clone, Copy)]
+struct Phases([Duration; 4]);
+
+/// One lifecycle with an OCI runtime; returns (wall, peak rss, phases).
+fn lifecycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> (Duration, i64, Phases) {
     let pidfile = bundle.join(format!("{id}.pid"));
     let t = Instant::now();
-    let (_, r1) = run(Command::new(bin).arg("--root").arg(root).args(["create", "--bundle"]).arg(bundle).arg("--pid-file").arg(&pidfile).arg(id));
+    let (c, r1) = run(Command::new(bin).arg("--root").arg(root).args(["create", "--bundle"]).arg(bundle).arg("--pid-file").arg(&pidfile).arg(id));
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    let (_, r2) = run(Command::new(bin).arg("--root").arg(root).args(["start", id]));
+    let (s, r2) = run(Command::new(bin).arg("--root").arg(root).args(["start", id]));
     // We are a subreaper, so the container's init is re-parented to us.
+    let w = Instant::now();
     let mut st = 0;
     // SAFETY: waitpid on a (re-parented) child.
     unsafe { libc::waitpid(pid, &mut st, 0) };
-    let (_, r3) = run(Command::new(bin).arg("--root").arg(root).args(["delete", id]));
-    (t.elapsed(), r1.max(r2).max(r3))
+    let w = w.elapsed();
+    let (d, r3) = run(Command::new(bin).arg("--root").arg(root).args(["delete", id]));
+    (t.elapsed(), r1.max(r2).max(r3), Phases([c, s, w, d]))
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -89,6 +95,9 @@ fn main() {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let dir = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
+    // State roots live on tmpfs, as /run does on any systemd host, for both
+    // runtimes alike; the bundle stays on the ordinary filesystem.
+    let state = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { dir.clone() }.join(format!("berth-bench-state-{}", std::process::id()));
     let rootfs = dir.join("rootfs");
     for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -98,22 +107,25 @@ fn main() {
     std::fs::write(dir.join("config.json"), CONFIG).unwrap();
 
     let (mut tb, mut tr, mut tf) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pb, mut pr): (Vec<Phases>, Vec<Phases>) = (Vec::new(), Vec::new());
     let (mut rb, mut rr) = (0i64, 0i64);
     // Warm-up (page cache, binaries) before measuring.
-    lifecycle(&berth, &dir.join("state-berth"), &dir, "warm-b");
-    lifecycle(&runc, &dir.join("state-runc"), &dir, "warm-r");
+    lifecycle(&berth, &state.join("berth"), &dir, "warm-b");
+    lifecycle(&runc, &state.join("runc"), &dir, "warm-r");
     for i in 0..rounds {
         // Rotate the order so no runtime always runs first in a round.
         for k in 0..3 {
             match (i + k) % 3 {
                 0 => {
-                    let (t, r) = lifecycle(&berth, &dir.join("state-berth"), &dir, &format!("b{i}"));
+                    let (t, r, p) = lifecycle(&berth, &state.join("berth"), &dir, &format!("b{i}"));
                     tb.push(t);
+                    pb.push(p);
                     rb = rb.max(r);
                 }
                 1 => {
-                    let (t, r) = lifecycle(&runc, &dir.join("state-runc"), &dir, &format!("r{i}"));
+                    let (t, r, p) = lifecycle(&runc, &state.join("runc"), &dir, &format!("r{i}"));
                     tr.push(t);
+                    pr.push(p);
                     rr = rr.max(r);
                 }
                 _ => {
@@ -130,7 +142,7 @@ fn main() {
          | berth | {} | {:.2}x | {:.2}x | {} |\n\
          | runc {} | {} | 1.00x | {:.2}x | {} |\n\
          | floor (unshare -m + chroot + /bin/true) | {} | {:.2}x | 1.00x | - |\n\n\
-         {rounds} interleaved rounds, create+start+wait+delete of /bin/true on one bundle \
+         {rounds} interleaved rounds, create+start+wait+delete of /bin/true on one bundle, state roots on tmpfs \
          (pid, net, ipc, uts, mount namespaces; read-only root; default mounts, masked and read-only paths).\n",
         ms(mb),
         mb.as_secs_f64() / mr.as_secs_f64(),
@@ -143,11 +155,23 @@ fn main() {
         ms(mf),
         mf.as_secs_f64() / mr.as_secs_f64(),
     );
+    let phase = |v: &[Phases], k: usize| {
+        let mut x: Vec<Duration> = v.iter().map(|p| p.0[k]).collect();
+        ms(median(&mut x))
+    };
+    let table = format!(
+        "{table}\nMedian per phase (ms): create / start / wait / delete\n\n\
+         | runtime | create | start | wait | delete |\n|---|---:|---:|---:|---:|\n\
+         | berth | {} | {} | {} | {} |\n| runc | {} | {} | {} | {} |\n",
+        phase(&pb, 0), phase(&pb, 1), phase(&pb, 2), phase(&pb, 3),
+        phase(&pr, 0), phase(&pr, 1), phase(&pr, 2), phase(&pr, 3),
+    );
     print!("{table}");
     if let Some(o) = out {
         std::fs::write(o, &table).unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&state);
 }
 
 fn runc_version() -> String {

@@ -4,6 +4,7 @@
 
 pub mod mount;
 pub mod run;
+pub mod slurm;
 pub mod spec;
 
 /// Errors preparing or running a bundle.

@@ -27,7 +27,9 @@ impl Drop for Cleanup {
         for m in self.mounts.iter().rev() {
             unmount(m, self.rootless);
         }
-        let _ = std::fs::remove_dir_all(&self.bundle);
+        if !self.bundle.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.bundle);
+        }
     }
 }
 
@@ -70,18 +72,49 @@ fn image_user(rootfs: &Path, user: Option<&str>) -> (u32, u32) {
     (uid, gid)
 }
 
-/// Runs the image; returns the container's exit code.
-pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError> {
-    let (write, read) = stores(site, &a.common).map_err(BundleError::Invalid)?;
+/// An image mounted as a bundle's root in this process's private mount
+/// namespace, with its bundle directory; dropping it undoes both.
+pub(crate) struct Mounted {
+    /// The bundle directory (`config.json` goes here).
+    pub bundle: PathBuf,
+    /// The mounted root (`bundle/rootfs`).
+    pub rootfs: PathBuf,
+    /// The image's run configuration.
+    pub img: RunConfig,
+    cleanup: Cleanup,
+}
+
+impl Mounted {
+    /// Keeps the bundle and its mounts: the created container now holds them.
+    /// The mounts live in our private namespace only, so they vanish with this
+    /// process while the container keeps its own copies.
+    pub fn keep(mut self) {
+        self.cleanup.mounts.clear();
+        self.cleanup.bundle = PathBuf::new();
+    }
+}
+
+/// Finds (or pulls, per `pull`) `image`, enters a private mount namespace when
+/// root, and mounts the image read-only (under a tmpfs overlay when `writable`)
+/// at `bundles_dir()/<id>/rootfs`.
+pub(crate) fn mount_image(
+    site: &SiteConfig,
+    common: &crate::cli::image::Common,
+    image: &str,
+    pull: PullPolicy,
+    writable: bool,
+    id: &str,
+) -> Result<Mounted, BundleError> {
+    let (write, read) = stores(site, common).map_err(BundleError::Invalid)?;
     let rootless = !nix::unistd::geteuid().is_root();
-    let local = if a.pull == PullPolicy::Always {
+    let local = if pull == PullPolicy::Always {
         None
     } else {
-        find(&read, &a.image).map_err(BundleError::Invalid)?
+        find(&read, image).map_err(BundleError::Invalid)?
     };
-    let (store, meta) = match (local, a.pull) {
+    let (store, meta) = match (local, pull) {
         (Some(found), _) => found,
-        (None, PullPolicy::Never) => return Err(Cause::NotInStore.at("run", &a.image).into()),
+        (None, PullPolicy::Never) => return Err(Cause::NotInStore.at("run", image).into()),
         (None, _) => {
             let opts = PullOpts {
                 rootless,
@@ -90,9 +123,9 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
             let out = do_pull(
                 site,
                 &write,
-                &a.image,
+                image,
                 &opts,
-                Mode::detect(a.common.json, a.common.quiet),
+                Mode::detect(common.json, common.quiet),
             )?;
             (write.clone(), out.image)
         }
@@ -118,8 +151,7 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
             source: e.into(),
         })?;
     }
-    let id = format!("berth-run-{}", std::process::id());
-    let bundle = bundles_dir().join(&id);
+    let bundle = bundles_dir().join(id);
     std::fs::create_dir_all(&bundle).map_err(io("cannot create", &bundle))?;
     let mut cleanup = Cleanup {
         bundle: bundle.clone(),
@@ -129,7 +161,7 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
     let rootfs = bundle.join("rootfs");
     std::fs::create_dir(&rootfs).map_err(io("cannot create", &rootfs))?;
     let image_file = store.image_file(&meta.id);
-    if a.writable {
+    if writable {
         let (lower, scratch) = (bundle.join("lower"), bundle.join("scratch"));
         for d in [&lower, &scratch] {
             std::fs::create_dir(d).map_err(io("cannot create", d))?;
@@ -142,13 +174,26 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
         mount_squashfs(&image_file, &rootfs, rootless)?;
         cleanup.mounts.push(rootfs.clone());
     }
+    Ok(Mounted {
+        bundle,
+        rootfs,
+        img,
+        cleanup,
+    })
+}
+
+/// Runs the image; returns the container's exit code.
+pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError> {
+    let id = format!("berth-run-{}", std::process::id());
+    let mounted = mount_image(site, &a.common, &a.image, a.pull, a.writable, &id)?;
+    let rootless = !nix::unistd::geteuid().is_root();
     let ids = if rootless {
         (
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         )
     } else {
-        image_user(&rootfs, img.user.as_deref())
+        image_user(&mounted.rootfs, mounted.img.user.as_deref())
     };
     let mut annotations = vec![(
         "org.opencontainers.image.ref.name".to_string(),
@@ -169,12 +214,12 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
         writable: a.writable,
         annotations,
     };
-    let spec = spec::build(&img, site, &opts, ids)?;
-    let config = bundle.join("config.json");
+    let spec = spec::build(&mounted.img, site, &opts, ids)?;
+    let config = mounted.bundle.join("config.json");
     spec.save(&config)
         .map_err(|e| BundleError::Invalid(format!("cannot write {}: {e}", config.display())))?;
-    let code = run_container(&bundle, &id);
-    drop(cleanup);
+    let code = run_container(&mounted.bundle, &id);
+    drop(mounted);
     code
 }
 

@@ -9,6 +9,7 @@ pub mod image;
 mod image_list;
 pub mod image_run;
 pub mod run;
+pub mod slurm;
 
 /// berth: an OCI runtime for HPC clusters.
 #[derive(Debug, Parser)]

@@ -77,6 +77,8 @@ pub fn exec(root: &Path, id: &str, o: ExecOpts) -> crate::Result<i32> {
         .process
         .ok_or_else(|| ContainerError::Other("exec needs --process or a command".into()))?;
     let ns = target_namespaces(st.pid)?;
+    // Exec'd processes get the container's seccomp profile, like its init.
+    let filter = container_seccomp(&st.bundle)?;
     let console = match (&o.console_socket, process.terminal()) {
         (Some(p), Some(true)) => Some(crate::console::connect(p)?),
         (None, Some(true)) => return Err(crate::console::ConsoleError::NoSocket.into()),
@@ -90,7 +92,16 @@ pub fn exec(root: &Path, id: &str, o: ExecOpts) -> crate::Result<i32> {
     })? {
         Forked::Child => {
             drop(parent_end);
-            let err = child(&st, &ns, &process, &child_end, console, o.preserve_fds, me);
+            let err = child(
+                &st,
+                &ns,
+                &process,
+                &child_end,
+                console,
+                o.preserve_fds,
+                me,
+                filter.as_ref(),
+            );
             let _ = child_end.send(&Msg::Error(err.to_string()));
             fork::exit_child(127);
         }
@@ -138,6 +149,9 @@ pub fn exec(root: &Path, id: &str, o: ExecOpts) -> crate::Result<i32> {
 }
 
 /// Child side: join, fork into the pid namespace, set up, exec.
+// Everything here is borrowed from `exec`'s frame right before the fork;
+// a struct would only rename the same eight values.
+#[allow(clippy::too_many_arguments)]
 fn child(
     st: &State,
     ns: &[(CloneFlags, OwnedFd)],
@@ -146,6 +160,7 @@ fn child(
     console: Option<OwnedFd>,
     preserve_fds: u32,
     me: Option<(u64, u64)>,
+    filter: Option<&crate::seccomp::Filter>,
 ) -> crate::Error {
     let run = || -> crate::Result<std::convert::Infallible> {
         let sys = |what: &str| {
@@ -183,8 +198,7 @@ fn child(
             )?;
         }
         drop(console);
-        pexec::finalize(process)?;
-        pexec::close_fds_from(3 + preserve_fds);
+        pexec::finalize_with_seccomp(process, filter, preserve_fds)?;
         Err(pexec::exec(&prepared).into())
     };
     let _ = st;
@@ -192,6 +206,20 @@ fn child(
         Err(e) => e,
         Ok(never) => match never {},
     }
+}
+
+fn container_seccomp(bundle: &Path) -> crate::Result<Option<crate::seccomp::Filter>> {
+    let p = bundle.join("config.json");
+    let data = std::fs::read(&p).map_err(|source| ContainerError::Io {
+        what: format!("read {} for its seccomp profile", p.display()),
+        source,
+    })?;
+    let spec: oci_spec::runtime::Spec =
+        serde_json::from_slice(&data).map_err(|source| crate::config::ConfigError::Parse {
+            path: p.clone(),
+            source,
+        })?;
+    Ok(pexec::seccomp_filter(spec.linux().as_ref())?)
 }
 
 /// Re-exec the current binary from a sealed memfd unless already done

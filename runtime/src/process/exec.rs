@@ -191,6 +191,61 @@ pub fn finalize(p: &Process) -> Result<(), ProcessError> {
     Ok(())
 }
 
+/// Compile the container's seccomp profile, if any.
+pub fn seccomp_filter(
+    linux: Option<&oci_spec::runtime::Linux>,
+) -> Result<Option<crate::seccomp::Filter>, ProcessError> {
+    match linux.and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => crate::seccomp::compile(s)
+            .map(Some)
+            .map_err(|e| ProcessError::Invalid(e.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// [`finalize`] plus the seccomp filter at the right moment: without
+/// no_new_privs the kernel only lets CAP_SYS_ADMIN load a filter, so it goes
+/// in before the identity switch (as runc does); with no_new_privs it goes
+/// in last, so it constrains as little of our own setup as possible.
+pub fn finalize_with_seccomp(
+    p: &Process,
+    filter: Option<&crate::seccomp::Filter>,
+    keep_fds: u32,
+) -> Result<(), ProcessError> {
+    let nnp = p.no_new_privileges() == Some(true);
+    let load =
+        |f: &crate::seccomp::Filter| f.load().map_err(|e| ProcessError::Invalid(e.to_string()));
+    if let (Some(f), false) = (filter, nnp) {
+        load(f)?;
+    }
+    finalize(p)?;
+    close_fds_from(3 + keep_fds);
+    if let (Some(f), true) = (filter, nnp) {
+        load(f)?;
+    }
+    Ok(())
+}
+
+/// Closes every fd from 3 up except `keep`, right after the init is forked.
+///
+/// The init inherits whatever the runtime had open, its caller's pipes
+/// included, and a created container's init may wait a long time before it
+/// execs (a Slurm step's init never does): holding a caller's pipe would keep
+/// the caller waiting for an end of file that never comes.
+pub fn close_all_but(keep: &[i32]) {
+    let mut keep: Vec<u32> = keep.iter().filter(|f| **f >= 3).map(|f| *f as u32).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut next = 3u32;
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > next {
+            // SAFETY: closes fd numbers only; the kept ones lie outside the range.
+            unsafe { libc::syscall(libc::SYS_close_range, next, k - 1, 0u32) };
+        }
+        next = k.saturating_add(1);
+    }
+}
+
 /// Mark every fd from `first` up close-on-exec, so nothing of the host
 /// (state dir, sync socket, bundle files) survives into the container
 /// (CVE-2024-21626 class), while stdio and preserved fds do.

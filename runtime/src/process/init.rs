@@ -51,6 +51,11 @@ pub fn run(init: Init<'_>) -> ! {
     // SAFETY: prctl with integer arguments. If the runtime dies before
     // "created", take the half-built container down with it.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let mut keep: Vec<i32> = (3..3 + init.keep_fds as i32).collect();
+    keep.extend([init.chan.0.as_raw_fd(), init.fifo.as_raw_fd()]);
+    keep.extend(init.console.iter().map(|c| c.as_raw_fd()));
+    keep.extend(init.plan.join.iter().map(|(_, fd)| fd.as_raw_fd()));
+    exec::close_all_but(&keep);
     let (fifo, prepared) = match setup(&init) {
         Ok(v) => v,
         Err(e) => {
@@ -76,13 +81,31 @@ pub fn run(init: Init<'_>) -> ! {
     fork::exit_child(127)
 }
 
-fn wait_for_start(fifo: &OwnedFd) -> Result<std::fs::File, ProcessError> {
+/// The exec fifo, held as an O_PATH fd plus a handle on the runtime's
+/// /proc/self/fd taken before pivot_root, so reopening it does not depend
+/// on the container mounting /proc.
+pub struct Fifo {
+    fd: OwnedFd,
+    fd_dir: OwnedFd,
+}
+
+fn wait_for_start(fifo: &Fifo) -> Result<std::fs::File, ProcessError> {
     // Reopen the O_PATH fd for writing: this blocks until `start` opens the
     // read side, which is the whole create/start split.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/self/fd/{}", fifo.as_raw_fd()))
-        .map_err(io("open exec fifo"))
+    let name = std::ffi::CString::new(fifo.fd.as_raw_fd().to_string()).expect("digits");
+    // SAFETY: valid dir fd and C string; the result is a fresh fd we own.
+    let r = unsafe {
+        libc::openat(
+            fifo.fd_dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(io("open exec fifo")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: r is a fresh fd.
+    Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(r) })
 }
 
 fn after_start(init: &Init<'_>, prepared: &Prepared) -> Result<(), ProcessError> {
@@ -97,8 +120,8 @@ fn after_start(init: &Init<'_>, prepared: &Prepared) -> Result<(), ProcessError>
             .map_err(|e| ProcessError::Invalid(e.to_string()))?;
     }
     let p = spec.process().as_ref().expect("validated");
-    exec::finalize(p)?;
-    exec::close_fds_from(3 + init.keep_fds);
+    let filter = exec::seccomp_filter(spec.linux().as_ref())?;
+    exec::finalize_with_seccomp(p, filter.as_ref(), init.keep_fds)?;
     let _ = prepared;
     Ok(())
 }
@@ -164,7 +187,7 @@ fn maps(init: &Init<'_>, pid: i32) -> Result<(), ProcessError> {
     Ok(())
 }
 
-fn setup(init: &Init<'_>) -> Result<(OwnedFd, Prepared), ProcessError> {
+fn setup(init: &Init<'_>) -> Result<(Fifo, Prepared), ProcessError> {
     let spec = &init.bundle.spec;
     let process = spec.process().as_ref().expect("validated");
     let linux = spec.linux().clone().unwrap_or_default();
@@ -197,7 +220,17 @@ fn setup(init: &Init<'_>) -> Result<(OwnedFd, Prepared), ProcessError> {
         // (no keyrings, quota) only means we share the caller's keyring.
         unsafe { libc::syscall(libc::SYS_keyctl, 1, name.as_ptr()) };
     }
-    let fifo = init.fifo.try_clone().map_err(io("dup exec fifo"))?;
+    let fifo = Fifo {
+        fd: init.fifo.try_clone().map_err(io("dup exec fifo"))?,
+        fd_dir: nix::fcntl::open(
+            "/proc/self/fd",
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(sys("open /proc/self/fd"))?,
+    };
     let own_mntns = init.plan.new.contains(CloneFlags::CLONE_NEWNS);
     let ctx = rootfs::Ctx {
         rootfs: &init.bundle.rootfs,

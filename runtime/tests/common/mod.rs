@@ -293,6 +293,7 @@ pub fn ensure_test_user() {
         // Serialize across test processes (nextest runs each test alone).
         let lock = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(false)
             .write(true)
             .open("/tmp/berth-test-user.lock")
             .unwrap();

@@ -99,7 +99,10 @@ impl ClusterConfig {
         let plugin = paths::spank_plugin();
         ClusterConfig {
             plugin: plugin.is_file().then_some(plugin),
-            plugin_args: vec![format!("runtime={}", paths::berth_bin().display())],
+            plugin_args: vec![
+                format!("runtime={}", paths::berth_bin().display()),
+                format!("config={}", crate::site::path().display()),
+            ],
             ..Self::at(paths::cluster_dir())
         }
     }

@@ -1,0 +1,287 @@
+//! The container of one Slurm step on one node, made for the SPANK plugin.
+//!
+//! `berth slurm-create` mounts the image, writes a bundle whose only namespace
+//! is the mount namespace (tasks must stay in the host's pid, network and IPC
+//! namespaces for Slurm's signals, PMI and interconnects), and creates the
+//! container without starting it: the init, blocked on its exec fifo after
+//! pivot_root, holds the namespaces that every task joins. No program from the
+//! image runs and no binary of ours is needed inside it.
+
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{Gid, Group, Uid, User};
+use oci_spec::runtime::{LinuxNamespaceType, MountBuilder, Spec};
+use serde::Serialize;
+
+use super::run::mount_image;
+use super::spec::{self, UserOptions};
+use super::BundleError;
+use crate::cli::image::Common;
+use crate::cli::image_run::{bundles_dir, PullPolicy};
+use crate::container::{self, CreateOpts};
+use crate::site::SiteConfig;
+
+/// What the plugin asks for.
+#[derive(Debug, Clone, Default)]
+pub struct StepRequest {
+    /// Container id (`slurm-JOB.STEP` or `slurm-JOB-NAME`).
+    pub id: String,
+    /// The image reference or digest.
+    pub image: String,
+    /// The job user's uid, primary gid and supplementary gids.
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// `SRC:DST[:ro]` user mounts, checked against the site policy.
+    pub mounts: Vec<String>,
+    /// `--container-workdir`.
+    pub workdir: Option<String>,
+    /// Writable overlay root.
+    pub writable: bool,
+    /// Bind-mount the user's home (the default).
+    pub mount_home: bool,
+    /// Annotations for hooks (`com.berth.mpi`, `com.berth.ssh`).
+    pub annotations: Vec<(String, String)>,
+}
+
+/// What `slurm-create` prints for the plugin (one JSON object).
+#[derive(Debug, Serialize)]
+pub struct StepContainer {
+    /// Container id.
+    pub id: String,
+    /// Host pid of the init holding the namespaces.
+    pub pid: i32,
+    /// The image's environment after the site's rules (`NAME=VALUE`).
+    pub env: Vec<String>,
+    /// The working directory the user asked for, if any.
+    pub cwd: Option<String>,
+    /// The image's working directory, used when the job's own is not visible.
+    pub image_workdir: Option<String>,
+}
+
+/// The image's `/etc/{passwd,group}` plus the job user's entries, so `id` and
+/// `whoami` work inside. Written into the bundle and bind-mounted read-only.
+fn identity_files(
+    rootfs: &Path,
+    bundle: &Path,
+    r: &StepRequest,
+) -> Result<Vec<(PathBuf, &'static str)>, BundleError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BundleError::Io { what, path, source }
+    };
+    let mut files = Vec::new();
+    let user = User::from_uid(Uid::from_raw(r.uid)).ok().flatten();
+    let mut gids = vec![r.gid];
+    gids.extend(&r.groups);
+    for (name, line_for) in [("passwd", 0), ("group", 1)] {
+        let inside = rootfs.join("etc").join(name);
+        if !inside.is_file() {
+            continue; // a read-only image without the file: nothing to bind over
+        }
+        let mut text = std::fs::read_to_string(&inside).map_err(io("cannot read", &inside))?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        if line_for == 0 {
+            if let Some(u) = user.as_ref().filter(|_| !has_id(&text, r.uid)) {
+                let shell = u.shell.to_string_lossy();
+                text.push_str(&format!(
+                    "{}:x:{}:{}::{}:{shell}\n",
+                    u.name,
+                    r.uid,
+                    r.gid,
+                    u.dir.display()
+                ));
+            }
+        } else {
+            for gid in &gids {
+                if has_id(&text, *gid) {
+                    continue;
+                }
+                if let Some(g) = Group::from_gid(Gid::from_raw(*gid)).ok().flatten() {
+                    let members = user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
+                    text.push_str(&format!("{}:x:{gid}:{members}\n", g.name));
+                }
+            }
+        }
+        let out = bundle.join(format!("etc-{name}"));
+        std::fs::write(&out, text).map_err(io("cannot write", &out))?;
+        files.push((
+            out,
+            if line_for == 0 {
+                "/etc/passwd"
+            } else {
+                "/etc/group"
+            },
+        ));
+    }
+    Ok(files)
+}
+
+/// True when a passwd/group text has an entry with this numeric id (third field).
+fn has_id(text: &str, id: u32) -> bool {
+    let id = id.to_string();
+    text.lines()
+        .any(|l| l.split(':').nth(2) == Some(id.as_str()))
+}
+
+fn ro_bind(src: &Path, dst: &str) -> Result<oci_spec::runtime::Mount, BundleError> {
+    MountBuilder::default()
+        .destination(dst)
+        .typ("bind")
+        .source(src)
+        .options(vec![
+            "bind".into(),
+            "ro".into(),
+            "nosuid".into(),
+            "nodev".into(),
+        ])
+        .build()
+        .map_err(|e| BundleError::Invalid(format!("mount {dst}: {e}")))
+}
+
+/// Adapts the generic run spec to a step container.
+fn step_spec(
+    mut spec: Spec,
+    r: &StepRequest,
+    identity: &[(PathBuf, &'static str)],
+) -> Result<Spec, BundleError> {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let ns = linux.namespaces().clone().unwrap_or_default();
+    linux.set_namespaces(Some(
+        ns.into_iter()
+            .filter(|n| n.typ() == LinuxNamespaceType::Mount)
+            .collect(),
+    ));
+    spec.set_linux(Some(linux));
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (src, dst) in identity {
+        mounts.push(ro_bind(src, dst)?);
+    }
+    spec.set_mounts(Some(mounts));
+    let mut process = spec.process().clone().unwrap_or_default();
+    let mut user = process.user().clone();
+    user.set_additional_gids(Some(r.groups.clone()));
+    process.set_user(user);
+    process.set_no_new_privileges(Some(true));
+    spec.set_process(Some(process));
+    Ok(spec)
+}
+
+/// Runs `f` with stdin, stdout and stderr on /dev/null, restoring them after.
+///
+/// The container's init inherits the caller's stdio (runc semantics, so `create`
+/// + `start` can hand a terminal over). A step container's init only holds
+/// namespaces; if it kept the plugin's pipes, the plugin would wait forever for
+/// their end.
+fn with_null_stdio<T>(f: impl FnOnce() -> T) -> std::io::Result<T> {
+    use std::os::fd::IntoRawFd;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let saved: Vec<(i32, std::os::fd::OwnedFd)> = [0, 1, 2]
+        .into_iter()
+        .map(|fd| {
+            // SAFETY: borrowing our own standard fd just long enough to duplicate it.
+            let dup = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+            Ok((fd, dup))
+        })
+        .collect::<std::io::Result<_>>()?;
+    for fd in [0, 1, 2] {
+        // SAFETY: 0, 1 and 2 are ours to replace; nothing holds them across this call.
+        let _ = unsafe { nix::unistd::dup2_raw(&null, fd) }?.into_raw_fd();
+    }
+    let out = f();
+    for (fd, dup) in &saved {
+        // SAFETY: as above, putting the originals back.
+        let _ = unsafe { nix::unistd::dup2_raw(dup, *fd) }?.into_raw_fd();
+    }
+    Ok(out)
+}
+
+/// Makes the step's container; on any failure nothing is left behind.
+pub fn create(
+    site: &SiteConfig,
+    common: &Common,
+    r: &StepRequest,
+) -> Result<StepContainer, BundleError> {
+    let mounted = mount_image(
+        site,
+        common,
+        &r.image,
+        PullPolicy::Missing,
+        r.writable,
+        &r.id,
+    )?;
+    let mut mounts = r.mounts.clone();
+    if r.mount_home {
+        if let Some(u) = User::from_uid(Uid::from_raw(r.uid))
+            .ok()
+            .flatten()
+            .filter(|u| u.dir.is_dir())
+        {
+            let home = u.dir.display().to_string();
+            mounts.push(format!("{home}:{home}"));
+        }
+    }
+    let opts = UserOptions {
+        mounts,
+        workdir: r.workdir.clone(),
+        // The init never runs a program: it only holds the namespaces.
+        command: vec!["/bin/true".into()],
+        entrypoint: Some(String::new()),
+        writable: r.writable,
+        annotations: r.annotations.clone(),
+        ..UserOptions::default()
+    };
+    let identity = identity_files(&mounted.rootfs, &mounted.bundle, r)?;
+    let spec = step_spec(
+        spec::build(&mounted.img, site, &opts, (r.uid, r.gid))?,
+        r,
+        &identity,
+    )?;
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let config = mounted.bundle.join("config.json");
+    spec.save(&config)
+        .map_err(|e| BundleError::Invalid(format!("cannot write {}: {e}", config.display())))?;
+    let opts = CreateOpts {
+        root: crate::state::default_root(),
+        id: r.id.clone(),
+        bundle: mounted.bundle.clone(),
+        ..Default::default()
+    };
+    let created = with_null_stdio(|| container::create::create(&opts))
+        .map_err(|e| BundleError::Runtime(format!("create {}: {e}", r.id)))?
+        .map_err(|e| BundleError::Runtime(format!("create {}: {e}", r.id)))?;
+    let out = StepContainer {
+        id: r.id.clone(),
+        pid: created.pid,
+        env,
+        cwd: r.workdir.clone(),
+        image_workdir: mounted.img.working_dir.clone().filter(|w| !w.is_empty()),
+    };
+    mounted.keep();
+    Ok(out)
+}
+
+/// Removes the step's container (poststop hooks run) and its bundle.
+pub fn delete(id: &str) -> Result<(), BundleError> {
+    let root = crate::state::default_root();
+    let result = match crate::state::State::load(&root, id) {
+        Ok(_) => container::delete::delete(&root, id, true)
+            .map_err(|e| BundleError::Runtime(format!("delete {id}: {e}"))),
+        Err(_) => Ok(()), // already gone: deleting twice is not an error
+    };
+    let bundle = bundles_dir().join(id);
+    if bundle.exists() {
+        std::fs::remove_dir_all(&bundle).map_err(|source| BundleError::Io {
+            what: "cannot remove",
+            path: bundle,
+            source,
+        })?;
+    }
+    result
+}

@@ -1,0 +1,132 @@
+//! `berth slurm-create` / `berth slurm-delete`: the two calls the SPANK plugin
+//! makes from slurmstepd. Output is one JSON object on success; on failure one
+//! `berth: error: ...` line and a non-zero exit, with nothing left behind.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::bundle::slurm::{self, StepRequest};
+use crate::cli::image::Common;
+use crate::site::SiteConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "berth")]
+struct SlurmCli {
+    #[command(subcommand)]
+    cmd: SlurmCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum SlurmCmd {
+    /// Make the container of one step on this node (used by spank_berth.so).
+    SlurmCreate(CreateArgs),
+    /// Remove a step's container and its bundle (used by spank_berth.so).
+    SlurmDelete {
+        /// Container id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct CreateArgs {
+    /// Site configuration (default: $BERTH_CONFIG or /etc/berth/berth.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    image: String,
+    #[arg(long)]
+    uid: u32,
+    #[arg(long)]
+    gid: u32,
+    /// Supplementary gids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<u32>,
+    /// SRC:DST[:ro], repeatable.
+    #[arg(long)]
+    mount: Vec<String>,
+    #[arg(long)]
+    workdir: Option<String>,
+    #[arg(long)]
+    writable: bool,
+    /// Accepted for the plugin's sake: the step's tasks are Slurm's, so an
+    /// entrypoint cannot wrap them (documented in docs/plugstack.md).
+    #[arg(long)]
+    entrypoint: bool,
+    #[arg(long)]
+    no_mount_home: bool,
+    /// MPI type for the MPI hook.
+    #[arg(long)]
+    mpi: Option<String>,
+    #[arg(long)]
+    ssh: bool,
+}
+
+fn create(a: CreateArgs) -> Result<(), String> {
+    if a.entrypoint {
+        return Err("--container-entrypoint is not supported with srun: tasks are started by Slurm; run the entrypoint as the step's command".into());
+    }
+    let site = match &a.config {
+        Some(p) => SiteConfig::load_file(p),
+        None => SiteConfig::load(),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut annotations = vec![(
+        "org.opencontainers.image.ref.name".to_string(),
+        a.image.clone(),
+    )];
+    if let Some(t) = &a.mpi {
+        annotations.push(("com.berth.mpi".into(), "true".into()));
+        annotations.push(("com.berth.mpi.type".into(), t.clone()));
+    }
+    if a.ssh {
+        annotations.push(("com.berth.ssh".into(), "true".into()));
+    }
+    let request = StepRequest {
+        id: a.id,
+        image: a.image,
+        uid: a.uid,
+        gid: a.gid,
+        groups: a.groups,
+        mounts: a.mount,
+        workdir: a.workdir,
+        writable: a.writable,
+        mount_home: !a.no_mount_home,
+        annotations,
+    };
+    let common = Common {
+        store: None,
+        json: true,
+        quiet: true,
+        debug: false,
+    };
+    let made = slurm::create(&site, &common, &request).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string(&made).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+/// Runs `slurm-create`/`slurm-delete` when they are the subcommand; `None` otherwise.
+pub fn dispatch() -> Option<i32> {
+    let sub = std::env::args().nth(1)?;
+    if sub != "slurm-create" && sub != "slurm-delete" {
+        return None;
+    }
+    crate::log::init(None, false, false);
+    let result = match SlurmCli::parse().cmd {
+        SlurmCmd::SlurmCreate(a) => create(a),
+        SlurmCmd::SlurmDelete { id } => slurm::delete(&id).map_err(|e| e.to_string()),
+    };
+    Some(match result {
+        Ok(()) => 0,
+        Err(msg) => {
+            crate::log::error(&msg);
+            1
+        }
+    })
+}
