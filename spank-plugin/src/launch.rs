@@ -95,6 +95,7 @@ pub fn create_command(
     job: &JobInfo,
     groups: &[u32],
     id: &str,
+    script_dir: Option<&Path>,
 ) -> Command {
     let mut cmd = Command::new(&args.runtime);
     cmd.arg("slurm-create");
@@ -139,6 +140,9 @@ pub fn create_command(
     }
     if req.ssh {
         cmd.arg("--ssh");
+    }
+    if let Some(dir) = script_dir {
+        cmd.arg("--script-dir").arg(dir);
     }
     cmd
 }
@@ -212,10 +216,11 @@ impl Container {
         req: &Request,
         job: &JobInfo,
         groups: &[u32],
+        script_dir: Option<&Path>,
     ) -> Result<Self, LaunchError> {
         let id = container_id(job, req.name.as_deref());
         let stdout = run(
-            &mut create_command(args, req, job, groups, &id),
+            &mut create_command(args, req, job, groups, &id, script_dir),
             &args.runtime,
         )?;
         let created: Created =
@@ -261,12 +266,7 @@ impl Container {
 
     /// Moves the calling task into the container's namespaces and stops it from
     /// ever gaining privileges. Runs in each task before Slurm drops to the user.
-    ///
-    /// Joining the mount namespace moves the task to the container's root, so the
-    /// working directory is set again: the one the user asked for, else the job's
-    /// own when it is visible inside (a mounted home or scratch), else the image's.
     pub fn join(&self) -> Result<(), LaunchError> {
-        let job_cwd = std::env::current_dir().ok();
         for (flag, fd) in &self.namespaces {
             setns(fd, *flag).map_err(|source| LaunchError::Sys {
                 what: format!(
@@ -279,7 +279,16 @@ impl Container {
         nix::sys::prctl::set_no_new_privs().map_err(|source| LaunchError::Sys {
             what: "set no_new_privs".into(),
             source,
-        })?;
+        })
+    }
+
+    /// Sets the task's working directory inside the container: the one the user
+    /// asked for, else the job's own (`job_cwd`, taken before joining) when it is
+    /// visible inside (a mounted home or scratch), else the image's WorkingDir.
+    ///
+    /// Runs as the job user after Slurm's own chdir, which cannot see the
+    /// container's directories and falls back to /tmp.
+    pub fn enter_workdir(&self, job_cwd: Option<&Path>) -> Result<(), LaunchError> {
         let c = &self.created;
         if let Some(dir) = &c.cwd {
             return std::env::set_current_dir(dir).map_err(|e| {
@@ -287,6 +296,7 @@ impl Container {
             });
         }
         let fallbacks = job_cwd
+            .map(Path::to_path_buf)
             .into_iter()
             .chain(c.image_workdir.iter().map(PathBuf::from));
         for dir in fallbacks {
@@ -296,6 +306,16 @@ impl Container {
         }
         Ok(())
     }
+}
+
+/// Removes every container of a job, named ones included (`berth slurm-delete --job`).
+pub fn delete_job(args: &PluginArgs, job_id: u32) -> Result<(), LaunchError> {
+    let job = job_id.to_string();
+    run(
+        Command::new(&args.runtime).args(["slurm-delete", "--job", &job]),
+        &args.runtime,
+    )
+    .map(|_| ())
 }
 
 /// Removes a container and its bundle (`berth slurm-delete`); poststop hooks run.
@@ -349,6 +369,7 @@ mod tests {
             &job(),
             &[4243, 27],
             "slurm-12.3",
+            Some(Path::new("/spool/job12")),
         );
         let argv: Vec<String> = cmd
             .get_args()
@@ -357,7 +378,7 @@ mod tests {
         assert_eq!(
             argv.join(" "),
             "slurm-create --id slurm-12.3 --uid 4242 --gid 4242 --groups 4243,27 \
-             --image reg/img:1 --mount /s:/d:ro --workdir /w --writable --no-mount-home --mpi pmi2 --ssh"
+             --image reg/img:1 --mount /s:/d:ro --workdir /w --writable --no-mount-home --mpi pmi2 --ssh --script-dir /spool/job12"
         );
     }
 
@@ -383,7 +404,7 @@ mod tests {
             pid,
             env: vec![],
             cwd: None,
-        image_workdir: None,
+            image_workdir: None,
         })
         .unwrap_err();
         assert!(
@@ -403,7 +424,7 @@ mod tests {
             pid: child.id() as i32,
             env: vec![],
             cwd: None,
-        image_workdir: None,
+            image_workdir: None,
         })
         .unwrap();
         // A plain child shares all our namespaces: nothing to join.

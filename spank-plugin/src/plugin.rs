@@ -37,6 +37,8 @@ struct State {
     request: Request,
     /// The step's container on this node (slurmstepd only).
     container: Option<Container>,
+    /// The task's working directory before it joined the container.
+    job_cwd: Option<std::path::PathBuf>,
     /// An error from a callback whose failure Slurm does not show to the user,
     /// raised again in the task callbacks, whose errors reach srun.
     held: Option<String>,
@@ -128,6 +130,22 @@ pub unsafe extern "C" fn option_callback(
     }
 }
 
+/// Makes the step's container from slurmstepd (as root, once per node and step).
+fn make_container(sp: Spank, request: &Request) -> Result<Container, String> {
+    let job = sp.job().map_err(|e| e.to_string())?;
+    let groups = sp.supplementary_gids().map_err(|e| e.to_string())?;
+    // slurmstepd execs a batch script from slurmd's spool: make it visible inside.
+    let script_dir = if job.step_id == crate::spank::BATCH_STEP {
+        let argv = sp.argv().map_err(|e| e.to_string())?;
+        argv.first()
+            .and_then(|s| std::path::Path::new(s).parent().map(|p| p.to_path_buf()))
+    } else {
+        None
+    };
+    Container::create(&args(), request, &job, &groups, script_dir.as_deref())
+        .map_err(|e| e.to_string())
+}
+
 fn args() -> PluginArgs {
     with_state(|s| s.args.clone().unwrap_or_default())
 }
@@ -157,21 +175,17 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
             with_state(|s| s.request.apply_env_defaults(|k| std::env::var(k).ok()))?;
         }
         let request = with_state(|s| s.request.clone());
-        if request.image.is_none() || !remote {
+        if request.image.is_none() {
             return Ok(());
         }
-        let made = sp
-            .job()
-            .map_err(|e| e.to_string())
-            .and_then(|job| {
-                Ok((
-                    job.clone(),
-                    sp.supplementary_gids().map_err(|e| e.to_string())?,
-                ))
-            })
-            .and_then(|(job, groups)| {
-                Container::create(&args(), &request, &job, &groups).map_err(|e| e.to_string())
-            });
+        let allocator = unsafe { spank_context() } == spank_context_t::S_CTX_ALLOCATOR;
+        if allocator && !args().sbatch_support {
+            return Err("--container-image is disabled for sbatch and salloc on this cluster (sbatch_support=0 in plugstack.conf): use it with srun".into());
+        }
+        if !remote {
+            return Ok(());
+        }
+        let made = make_container(sp, &request);
         match made {
             Ok(c) => with_state(|s| s.container = Some(c)),
             // Slurm logs a failure here only in slurmd's log: hold it for the tasks.
@@ -196,9 +210,14 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
         if let Some(e) = with_state(|s| s.held.clone()) {
             return Err(e);
         }
-        with_state(|s| s.container.as_ref().map(Container::join).transpose())
-            .map_err(|e| e.to_string())?;
-        Ok(())
+        with_state(|s| {
+            let Some(c) = s.container.as_ref() else {
+                return Ok(());
+            };
+            s.job_cwd = std::env::current_dir().ok();
+            c.join()
+        })
+        .map_err(|e| e.to_string())
     })
 }
 
@@ -226,6 +245,13 @@ pub unsafe extern "C" fn slurm_spank_task_init(
         for var in crate::env::merge(&created.env, job_has, &keep) {
             sp.setenv(&var.name, &var.value)?;
         }
+        with_state(|s| {
+            let cwd = s.job_cwd.clone();
+            s.container
+                .as_ref()
+                .map(|c| c.enter_workdir(cwd.as_deref()))
+        })
+        .transpose()?;
         Ok(())
     })
 }
@@ -254,4 +280,39 @@ pub unsafe extern "C" fn slurm_spank_exit(
         }
         launch::delete(&args(), &id)
     })
+}
+
+/// Called by slurmd when the job ends on this node: removes the job's named
+/// containers and anything a killed slurmstepd left behind.
+///
+/// # Safety
+/// Called by Slurm with its own handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_job_epilog(
+    sp: spank_t,
+    argc: libc::c_int,
+    argv: *mut *mut libc::c_char,
+) -> libc::c_int {
+    let args = unsafe { plugstack_args(argc, argv) };
+    let sp = Spank(sp);
+    guard(
+        "job cleanup",
+        || -> Result<(), Box<dyn std::error::Error>> {
+            let parsed = PluginArgs::parse(args.iter().map(String::as_str))?;
+            let mut job: u32 = 0;
+            // SAFETY: S_JOB_ID takes one `uint32_t *`.
+            let rc = unsafe {
+                slurm_headers::spank_get_item(
+                    sp.0,
+                    slurm_headers::spank_item_t::S_JOB_ID,
+                    &mut job as *mut u32,
+                )
+            };
+            if rc as i32 != 0 {
+                return Err("slurm did not give the job id to the epilog".into());
+            }
+            launch::delete_job(&parsed, job)?;
+            Ok(())
+        },
+    )
 }

@@ -35,6 +35,9 @@ fn cstring(s: &str) -> Result<CString, SpankError> {
     CString::new(s).map_err(|_| SpankError::Nul(s.into()))
 }
 
+/// Slurm's step id of a batch script step (`SLURM_BATCH_SCRIPT` in slurm.h).
+pub const BATCH_STEP: u32 = 0xffff_fffb;
+
 /// The job and step a slurmstepd serves, and whose user it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
@@ -65,6 +68,26 @@ impl Spank {
             uid: self.u32_item(spank_item_t::S_JOB_UID)?,
             gid: self.u32_item(spank_item_t::S_JOB_GID)?,
         })
+    }
+
+    /// The step's command line (`S_JOB_ARGV`); for a batch step, the script path.
+    pub fn argv(&self) -> Result<Vec<String>, SpankError> {
+        let mut argc: libc::c_int = 0;
+        let mut argv: *mut *mut libc::c_char = std::ptr::null_mut();
+        // SAFETY: S_JOB_ARGV takes (int *, char ***); Slurm owns the strings.
+        let rc = unsafe { spank_get_item(self.0, spank_item_t::S_JOB_ARGV, &mut argc, &mut argv) };
+        check(rc, || "the step's command line".into())?;
+        if argv.is_null() {
+            return Ok(vec![]);
+        }
+        Ok((0..argc.max(0) as usize)
+            // SAFETY: Slurm returned `argc` valid C strings.
+            .map(|i| {
+                unsafe { CStr::from_ptr(*argv.add(i)) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect())
     }
 
     /// The job's supplementary groups.

@@ -1,28 +1,25 @@
-//! The README's demo job, run on the harness's cluster.
-//!
-//! berth's SPANK plugin does not yet offer `--container-image` (that lands with
-//! the plugin issue), so for now the demo is the cluster smoke test: a two-task
-//! step through the real slurmctld/slurmd with the plugin loaded from plugstack.conf.
+//! The README's demo job: a containerized step on the harness's cluster, run as
+//! the unprivileged test user, showing it runs inside the image.
 
 use std::process::Command;
 
 use crate::cluster::ClusterError;
 use crate::stack::{Stack, StackError};
+use crate::user;
 
 /// Runs the demo step and prints what it printed.
 pub fn run(stack: &Stack) -> Result<(), StackError> {
-    let mut srun = stack.cluster.command("srun");
-    srun.args([
-        "-N1",
-        "-n2",
-        "--label",
-        "sh",
-        "-c",
-        "echo \"task $SLURM_PROCID of $SLURM_NTASKS on $(hostname)\"",
-    ]);
+    let image = format!("{}/berth-test/busybox:latest", stack.plain.host());
+    let script = "echo \"task $SLURM_PROCID of $SLURM_NTASKS: $(grep ^PRETTY_NAME= /etc/os-release) as $(whoami)\"";
     println!(
-        "$ srun -N1 -n2 --label sh -c 'echo task $SLURM_PROCID of $SLURM_NTASKS on $(hostname)'"
+        "$ srun -n2 --container-image={image} sh -c '{script}'   # as user {}",
+        user::NAME
     );
+    let mut srun = stack.cluster.command("/usr/sbin/runuser");
+    srun.args(["-u", user::NAME, "--", "srun", "-n2", "--label"])
+        .arg(format!("--container-image={image}"))
+        .args(["sh", "-c", script])
+        .current_dir("/tmp");
     step(srun)
 }
 

@@ -49,7 +49,10 @@ pub fn services() -> Result<Stack, StackError> {
     let plain = Registry::shared(RegistryConfig::plain())?;
     let secure = Registry::shared(RegistryConfig::secure())?;
     let config = crate::site::path();
-    crate::site::write().map_err(|source| ClusterError::Io { path: config, source })?;
+    crate::site::write().map_err(|source| ClusterError::Io {
+        path: config,
+        source,
+    })?;
     let cluster = Cluster::shared()?;
     Ok(Stack {
         cluster,

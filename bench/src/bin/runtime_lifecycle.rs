@@ -45,12 +45,20 @@ const CONFIG: &str = r#"{
 /// Run a command to completion; returns (wall time, ru_maxrss KiB).
 fn run(cmd: &mut Command) -> (Duration, i64) {
     let t = Instant::now();
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let mut status = 0;
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child with valid out-pointers.
     let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
-    assert!(r > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed: {status}");
+    assert!(
+        r > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed: {status}"
+    );
     (t.elapsed(), ru.ru_maxrss)
 }
 
@@ -62,16 +70,33 @@ struct Phases([Duration; 4]);
 fn lifecycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> (Duration, i64, Phases) {
     let pidfile = bundle.join(format!("{id}.pid"));
     let t = Instant::now();
-    let (c, r1) = run(Command::new(bin).arg("--root").arg(root).args(["create", "--bundle"]).arg(bundle).arg("--pid-file").arg(&pidfile).arg(id));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    let (s, r2) = run(Command::new(bin).arg("--root").arg(root).args(["start", id]));
+    let (c, r1) = run(Command::new(bin)
+        .arg("--root")
+        .arg(root)
+        .args(["create", "--bundle"])
+        .arg(bundle)
+        .arg("--pid-file")
+        .arg(&pidfile)
+        .arg(id));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (s, r2) = run(Command::new(bin)
+        .arg("--root")
+        .arg(root)
+        .args(["start", id]));
     // We are a subreaper, so the container's init is re-parented to us.
     let w = Instant::now();
     let mut st = 0;
     // SAFETY: waitpid on a (re-parented) child.
     unsafe { libc::waitpid(pid, &mut st, 0) };
     let w = w.elapsed();
-    let (d, r3) = run(Command::new(bin).arg("--root").arg(root).args(["delete", id]));
+    let (d, r3) = run(Command::new(bin)
+        .arg("--root")
+        .arg(root)
+        .args(["delete", id]));
     (t.elapsed(), r1.max(r2).max(r3), Phases([c, s, w, d]))
 }
 
@@ -87,8 +112,13 @@ fn ms(d: Duration) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
-    let berth = PathBuf::from(args.get(2).cloned().unwrap_or_else(|| "target/release/berth".into()));
-    let berth = std::fs::canonicalize(&berth).expect("berth binary (build with cargo build --release -p berth)");
+    let berth = PathBuf::from(
+        args.get(2)
+            .cloned()
+            .unwrap_or_else(|| "target/release/berth".into()),
+    );
+    let berth = std::fs::canonicalize(&berth)
+        .expect("berth binary (build with cargo build --release -p berth)");
     let out = args.get(3).cloned();
     let runc = PathBuf::from("/usr/sbin/runc");
 
@@ -97,7 +127,12 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
     // State roots live on tmpfs, as /run does on any systemd host, for both
     // runtimes alike; the bundle stays on the ordinary filesystem.
-    let state = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { dir.clone() }.join(format!("berth-bench-state-{}", std::process::id()));
+    let state = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        dir.clone()
+    }
+    .join(format!("berth-bench-state-{}", std::process::id()));
     let rootfs = dir.join("rootfs");
     for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -129,7 +164,11 @@ fn main() {
                     rr = rr.max(r);
                 }
                 _ => {
-                    let (t, _) = run(Command::new("unshare").arg("-m").arg("chroot").arg(&rootfs).arg("/bin/true"));
+                    let (t, _) = run(Command::new("unshare")
+                        .arg("-m")
+                        .arg("chroot")
+                        .arg(&rootfs)
+                        .arg("/bin/true"));
                     tf.push(t);
                 }
             }
@@ -163,8 +202,14 @@ fn main() {
         "{table}\nMedian per phase (ms): create / start / wait / delete\n\n\
          | runtime | create | start | wait | delete |\n|---|---:|---:|---:|---:|\n\
          | berth | {} | {} | {} | {} |\n| runc | {} | {} | {} | {} |\n",
-        phase(&pb, 0), phase(&pb, 1), phase(&pb, 2), phase(&pb, 3),
-        phase(&pr, 0), phase(&pr, 1), phase(&pr, 2), phase(&pr, 3),
+        phase(&pb, 0),
+        phase(&pb, 1),
+        phase(&pb, 2),
+        phase(&pb, 3),
+        phase(&pr, 0),
+        phase(&pr, 1),
+        phase(&pr, 2),
+        phase(&pr, 3),
     );
     print!("{table}");
     if let Some(o) = out {
@@ -175,6 +220,14 @@ fn main() {
 }
 
 fn runc_version() -> String {
-    let o = Command::new("runc").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    o.lines().next().unwrap_or("").trim_start_matches("runc version ").to_string()
+    let o = Command::new("runc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    o.lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("runc version ")
+        .to_string()
 }

@@ -152,7 +152,10 @@ pub(crate) fn mount_image(
         })?;
     }
     let bundle = bundles_dir().join(id);
-    std::fs::create_dir_all(&bundle).map_err(io("cannot create", &bundle))?;
+    std::fs::create_dir_all(bundles_dir()).map_err(io("cannot create", &bundles_dir()))?;
+    // create_dir, not create_dir_all: another container's bundle of the same id
+    // must fail here, before our cleanup could remove it.
+    std::fs::create_dir(&bundle).map_err(io("cannot create", &bundle))?;
     let mut cleanup = Cleanup {
         bundle: bundle.clone(),
         mounts: Vec::new(),

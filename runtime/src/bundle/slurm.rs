@@ -13,6 +13,10 @@ use nix::unistd::{Gid, Group, Uid, User};
 use oci_spec::runtime::{LinuxNamespaceType, MountBuilder, Spec};
 use serde::Serialize;
 
+/// The file in a step container's bundle recording what `create` printed, so a
+/// named container can be handed to later steps of the job.
+const STEP_FILE: &str = "step.json";
+
 use super::run::mount_image;
 use super::spec::{self, UserOptions};
 use super::BundleError;
@@ -42,10 +46,13 @@ pub struct StepRequest {
     pub mount_home: bool,
     /// Annotations for hooks (`com.berth.mpi`, `com.berth.ssh`).
     pub annotations: Vec<(String, String)>,
+    /// The batch script's directory (slurmd's spool), bound read-only at the
+    /// same path so slurmstepd can exec the script inside the container.
+    pub script_dir: Option<PathBuf>,
 }
 
 /// What `slurm-create` prints for the plugin (one JSON object).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct StepContainer {
     /// Container id.
     pub id: String,
@@ -159,6 +166,9 @@ fn step_spec(
     for (src, dst) in identity {
         mounts.push(ro_bind(src, dst)?);
     }
+    if let Some(dir) = &r.script_dir {
+        mounts.push(ro_bind(dir, &dir.display().to_string())?);
+    }
     spec.set_mounts(Some(mounts));
     let mut process = spec.process().clone().unwrap_or_default();
     let mut user = process.user().clone();
@@ -177,7 +187,10 @@ fn step_spec(
 /// their end.
 fn with_null_stdio<T>(f: impl FnOnce() -> T) -> std::io::Result<T> {
     use std::os::fd::IntoRawFd;
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     let saved: Vec<(i32, std::os::fd::OwnedFd)> = [0, 1, 2]
         .into_iter()
         .map(|fd| {
@@ -198,20 +211,46 @@ fn with_null_stdio<T>(f: impl FnOnce() -> T) -> std::io::Result<T> {
     Ok(out)
 }
 
+/// A running container of this id made by an earlier step (a named container),
+/// or `None` when there is none or it died (then its leftovers are removed).
+fn existing(id: &str) -> Result<Option<StepContainer>, BundleError> {
+    let root = crate::state::default_root();
+    let Ok(state) = crate::state::State::load(&root, id) else {
+        return Ok(None);
+    };
+    let file = bundles_dir().join(id).join(STEP_FILE);
+    if state.status(&root) == crate::state::Status::Stopped || !file.is_file() {
+        delete(id)?;
+        return Ok(None);
+    }
+    let text = std::fs::read(&file).map_err(|source| BundleError::Io {
+        what: "cannot read",
+        path: file.clone(),
+        source,
+    })?;
+    let mut step: StepContainer = serde_json::from_slice(&text).map_err(|e| {
+        BundleError::Invalid(format!(
+            "{}: {e}: remove the container with berth slurm-delete --id {id}",
+            file.display()
+        ))
+    })?;
+    step.pid = state.pid;
+    Ok(Some(step))
+}
+
 /// Makes the step's container; on any failure nothing is left behind.
 pub fn create(
     site: &SiteConfig,
     common: &Common,
     r: &StepRequest,
 ) -> Result<StepContainer, BundleError> {
-    let mounted = mount_image(
-        site,
-        common,
-        &r.image,
-        PullPolicy::Missing,
-        r.writable,
-        &r.id,
-    )?;
+    if let Some(step) = existing(&r.id)? {
+        return Ok(step);
+    }
+    // Always under a tmpfs overlay: bind mounts (home, scratch, the user's) need
+    // mount points the read-only image may lack. The root is still remounted
+    // read-only unless the user asked for --container-writable.
+    let mounted = mount_image(site, common, &r.image, PullPolicy::Missing, true, &r.id)?;
     let mut mounts = r.mounts.clone();
     if r.mount_home {
         if let Some(u) = User::from_uid(Uid::from_raw(r.uid))
@@ -263,8 +302,38 @@ pub fn create(
         cwd: r.workdir.clone(),
         image_workdir: mounted.img.working_dir.clone().filter(|w| !w.is_empty()),
     };
+    let step_file = mounted.bundle.join(STEP_FILE);
+    let json = serde_json::to_vec(&out).map_err(|e| BundleError::Invalid(e.to_string()))?;
+    if let Err(source) = std::fs::write(&step_file, json) {
+        let _ = container::delete::delete(&crate::state::default_root(), &r.id, true);
+        return Err(BundleError::Io {
+            what: "cannot write",
+            path: step_file,
+            source,
+        });
+    }
     mounted.keep();
     Ok(out)
+}
+
+/// Removes every container of a job: its named containers and the step
+/// containers a killed slurmstepd could not remove. Returns the ids removed.
+pub fn delete_job(job: u32) -> Result<Vec<String>, BundleError> {
+    let prefixes = [format!("slurm-{job}."), format!("slurm-{job}-")];
+    let mut ids: Vec<String> = [crate::state::default_root(), bundles_dir()]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    for id in &ids {
+        delete(id)?;
+    }
+    Ok(ids)
 }
 
 /// Removes the step's container (poststop hooks run) and its bundle.

@@ -21,11 +21,15 @@ struct SlurmCli {
 enum SlurmCmd {
     /// Make the container of one step on this node (used by spank_berth.so).
     SlurmCreate(CreateArgs),
-    /// Remove a step's container and its bundle (used by spank_berth.so).
+    /// Remove a step's container and its bundle, or every container of a job
+    /// (used by spank_berth.so).
     SlurmDelete {
         /// Container id.
+        #[arg(long, conflicts_with = "job", required_unless_present = "job")]
+        id: Option<String>,
+        /// Job id: remove all of the job's containers.
         #[arg(long)]
-        id: String,
+        job: Option<u32>,
     },
 }
 
@@ -63,6 +67,9 @@ struct CreateArgs {
     mpi: Option<String>,
     #[arg(long)]
     ssh: bool,
+    /// The batch script's directory, bound read-only at the same path.
+    #[arg(long)]
+    script_dir: Option<PathBuf>,
 }
 
 fn create(a: CreateArgs) -> Result<(), String> {
@@ -96,6 +103,7 @@ fn create(a: CreateArgs) -> Result<(), String> {
         writable: a.writable,
         mount_home: !a.no_mount_home,
         annotations,
+        script_dir: a.script_dir,
     };
     let common = Common {
         store: None,
@@ -120,7 +128,10 @@ pub fn dispatch() -> Option<i32> {
     crate::log::init(None, false, false);
     let result = match SlurmCli::parse().cmd {
         SlurmCmd::SlurmCreate(a) => create(a),
-        SlurmCmd::SlurmDelete { id } => slurm::delete(&id).map_err(|e| e.to_string()),
+        SlurmCmd::SlurmDelete { id: Some(id), .. } => slurm::delete(&id).map_err(|e| e.to_string()),
+        SlurmCmd::SlurmDelete { job, .. } => slurm::delete_job(job.unwrap_or_default())
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
     };
     Some(match result {
         Ok(()) => 0,

@@ -233,7 +233,11 @@ pub fn finalize_with_seccomp(
 /// execs (a Slurm step's init never does): holding a caller's pipe would keep
 /// the caller waiting for an end of file that never comes.
 pub fn close_all_but(keep: &[i32]) {
-    let mut keep: Vec<u32> = keep.iter().filter(|f| **f >= 3).map(|f| *f as u32).collect();
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|f| **f >= 3)
+        .map(|f| *f as u32)
+        .collect();
     keep.sort_unstable();
     keep.dedup();
     let mut next = 3u32;

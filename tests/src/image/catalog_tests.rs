@@ -185,14 +185,24 @@ fn build_all_builds_everything_then_reuses_it() {
     let mtimes = |images: Vec<&crate::image::BuiltImage>| -> Vec<std::time::SystemTime> {
         images
             .iter()
-            .flat_map(|i| [i.layout_dir.join("index.json"), i.docker_archive.clone(), i.oci_archive.clone()])
+            .flat_map(|i| {
+                [
+                    i.layout_dir.join("index.json"),
+                    i.docker_archive.clone(),
+                    i.oci_archive.clone(),
+                ]
+            })
             .map(|p| fs::metadata(&p).and_then(|m| m.modified()).unwrap())
             .collect()
     };
     let before = mtimes(first.images());
     let second = build_all(&out, cache).unwrap();
     assert_eq!(first.images(), second.images());
-    assert_eq!(before, mtimes(second.images()), "the second build_all reused every image");
+    assert_eq!(
+        before,
+        mtimes(second.images()),
+        "the second build_all reused every image"
+    );
     let large = &first.large;
     assert_eq!(large.layout_dir, out.join("large/layout"));
     let target = fs::read_link(out.join("large")).unwrap();

@@ -1,0 +1,349 @@
+//! End-to-end tests of `srun --container-image` on the real cluster, as the
+//! unprivileged job user, with leak checks after each case.
+//!
+//! The cases share one lock: each ends by checking that nothing of any step is
+//! left on the node (state, bundles, mounts, loop devices, runtime processes),
+//! which only means something when no other container step runs meanwhile.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use berth_tests::stack::{self, Stack};
+use berth_tests::{paths, proc, site, user};
+
+const STATE_ROOT: &str = "/run/berth";
+
+struct Env {
+    stack: Stack,
+    image: String,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+fn env() -> Env {
+    let lock = berth_tests::lock::exclusive(&paths::root().join("containers.lock")).unwrap();
+    let stack = stack::services().expect("stack starts");
+    stack::images(&stack).expect("images are pushed");
+    let image = format!("{}/berth-test/busybox:latest", stack.plain.host());
+    Env {
+        stack,
+        image,
+        _lock: lock,
+    }
+}
+
+impl Env {
+    /// A Slurm client run as the job user, from a directory it can read.
+    fn as_user(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = self.stack.cluster.command("/usr/sbin/runuser");
+        cmd.args(["-u", user::NAME, "--", program])
+            .args(args)
+            .current_dir("/tmp");
+        cmd
+    }
+
+    fn srun(&self, args: &[&str]) -> Output {
+        self.as_user("srun", args).output().expect("srun runs")
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(out: &Output) -> String {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "step failed: {stderr}");
+    stdout
+}
+
+/// Nothing of any container step is left on the node.
+fn assert_clean() {
+    let leftover = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("slurm-"))
+            .collect()
+    };
+    // slurmstepd removes the container when the step ends, just after srun returns.
+    let clean = proc::wait_until(Duration::from_secs(10), || {
+        leftover(STATE_ROOT).is_empty() && leftover(&format!("{STATE_ROOT}/bundles")).is_empty()
+    });
+    assert!(
+        clean,
+        "state left: {:?} {:?}",
+        leftover(STATE_ROOT),
+        leftover(&format!("{STATE_ROOT}/bundles"))
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("/run/berth/bundles/"),
+        "host mounts left: {mounts}"
+    );
+    let store = site::store();
+    let loops: Vec<String> = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|f| Path::new(f.trim()).starts_with(&store))
+        .collect();
+    assert!(loops.is_empty(), "loop devices left: {loops:?}");
+    let creators: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|p| proc::is_alive(*p))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.windows(12).any(|w| w == b"slurm-create"))
+        })
+        .collect();
+    assert!(creators.is_empty(), "runtime processes left: {creators:?}");
+}
+
+#[test]
+fn tasks_see_the_image_and_share_one_container() {
+    let e = env();
+    let out = ok(&e.srun(&["--container-image", &e.image, "cat", "/etc/os-release"]));
+    assert!(out.contains("NAME=\"berth-test-busybox\""), "{out}");
+
+    let out = ok(&e.srun(&[
+        "-n4",
+        "--container-image",
+        &e.image,
+        "sh",
+        "-c",
+        "echo $SLURM_PROCID $(readlink /proc/self/ns/mnt)",
+    ]));
+    let mut lines: Vec<(String, String)> = out
+        .lines()
+        .map(|l| {
+            l.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .unwrap()
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
+    let host_ns = std::fs::read_link("/proc/self/ns/mnt")
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(
+        lines.iter().all(|l| l.1 == lines[0].1),
+        "one container per node: {lines:?}"
+    );
+    assert_ne!(lines[0].1, host_ns, "not the host's mount namespace");
+    assert_clean();
+}
+
+#[test]
+fn tasks_run_as_the_job_user_without_privileges() {
+    let e = env();
+    let script = "id -u; id -G; whoami; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; touch /probe 2>&1 || true";
+    let out = ok(&e.srun(&["--container-image", &e.image, "sh", "-c", script]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], user::UID.to_string());
+    assert!(
+        lines[1]
+            .split(' ')
+            .any(|g| g == user::EXTRA_GID.to_string()),
+        "supplementary groups kept: {out}"
+    );
+    assert_eq!(lines[2], user::NAME, "the user's passwd entry is visible");
+    assert!(
+        out.contains("NoNewPrivs:\t1") && out.contains("CapEff:\t0000000000000000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Read-only file system"),
+        "the image is read-only: {out}"
+    );
+    assert_clean();
+}
+
+#[test]
+fn mounts_workdir_and_environment() {
+    let e = env();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(dir.path().join("input"), "from the host\n").unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(user::UID), None).unwrap();
+    let mount = format!("--container-mounts={}:/data:ro", dir.path().display());
+    let out = ok(&e.srun(&[
+        &mount,
+        "--container-workdir=/data",
+        "--container-image",
+        &e.image,
+        "sh",
+        "-c",
+        "pwd; cat input; touch x 2>&1 || true",
+    ]));
+    assert!(out.starts_with("/data\nfrom the host\n"), "{out}");
+    assert!(out.contains("Read-only file system"), "ro mount: {out}");
+
+    // The image's PATH wins unless --container-env names it.
+    let mut cmd = e.as_user(
+        "srun",
+        &["--container-image", &e.image, "sh", "-c", "echo $PATH"],
+    );
+    cmd.env("PATH", "/job/bin:/usr/bin:/bin");
+    let image_path = ok(&cmd.output().unwrap());
+    assert!(!image_path.contains("/job/bin"), "{image_path}");
+    let mut cmd = e.as_user(
+        "srun",
+        &[
+            "--container-env=PATH",
+            "--container-image",
+            &e.image,
+            "sh",
+            "-c",
+            "echo $PATH",
+        ],
+    );
+    cmd.env("PATH", "/job/bin:/usr/bin:/bin");
+    assert_eq!(ok(&cmd.output().unwrap()).trim(), "/job/bin:/usr/bin:/bin");
+    assert_clean();
+}
+
+#[test]
+fn named_container_lives_across_steps_and_writable_root() {
+    let e = env();
+    let image = e.image.clone();
+    let steps = format!(
+        "srun --container-name=keep --container-writable --container-image={image} sh -c 'echo kept > /tmp/marker' && \
+         srun --container-name=keep --container-image={image} cat /tmp/marker"
+    );
+    let out = ok(&e
+        .as_user("salloc", &["-n1", "sh", "-c", &steps])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("kept"),
+        "the second step sees the first step's file: {out}"
+    );
+
+    let out = e.srun(&["--container-image", &image, "sh", "-c", "echo x > /tmp/y"]);
+    assert!(
+        !out.status.success(),
+        "without --container-writable the root is read-only"
+    );
+    // The job's epilog removed the named container.
+    assert_clean();
+}
+
+#[test]
+fn sbatch_script_runs_in_the_image_and_exit_codes_propagate() {
+    let e = env();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(user::UID), None).unwrap();
+    let script = dir.path().join("job.sh");
+    let output = dir.path().join("job.out");
+    std::fs::write(&script, format!("#!/bin/sh\n#SBATCH --container-image={}\n#SBATCH --output={}\ngrep ^NAME= /etc/os-release\nid -un\n", e.image, output.display())).unwrap();
+    let out = e
+        .as_user("sbatch", &["--wait", script.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    let printed = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(
+        printed,
+        format!("NAME=\"berth-test-busybox\"\n{}\n", user::NAME)
+    );
+
+    let out = e.srun(&["--container-image", &e.image, "sh", "-c", "exit 7"]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the task's exit code: {}",
+        text(&out).1
+    );
+    assert_clean();
+}
+
+#[test]
+fn scancel_of_a_running_containerized_step_cleans_up() {
+    let e = env();
+    let mut srun = e
+        .as_user(
+            "srun",
+            &[
+                "--job-name=berth-cancel",
+                "--container-image",
+                &e.image,
+                "sleep",
+                "300",
+            ],
+        )
+        .spawn()
+        .unwrap();
+    let started = proc::wait_until(Duration::from_secs(30), || {
+        std::fs::read_dir(STATE_ROOT).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("slurm-"))
+        })
+    });
+    assert!(started, "the step's container exists");
+    let cancel = e
+        .stack
+        .cluster
+        .command("scancel")
+        .args(["--name", "berth-cancel"])
+        .status()
+        .unwrap();
+    assert!(cancel.success());
+    let status = srun.wait().unwrap();
+    assert!(!status.success(), "a cancelled step fails");
+    assert_clean();
+}
+
+#[test]
+fn bad_requests_fail_with_one_line_and_leave_nothing() {
+    let e = env();
+    let cases = [
+        (
+            format!(
+                "--container-image={}/berth-test/no-such-image:1",
+                e.stack.plain.host()
+            ),
+            "no-such-image",
+        ),
+        (
+            "--container-image=127.0.0.1:1/berth-test/busybox:latest".to_string(),
+            "127.0.0.1:1",
+        ),
+    ];
+    for (arg, named) in &cases {
+        let out = e.srun(&[arg, "true"]);
+        let (_, err) = text(&out);
+        assert!(!out.status.success(), "{arg} must fail");
+        let ours: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("berth: container:"))
+            .collect();
+        assert_eq!(ours.len(), 1, "one line from berth: {err}");
+        assert!(ours[0].contains(named), "names the image: {}", ours[0]);
+    }
+    let out = e.srun(&[
+        "--container-mounts=/tmp:/etc/evil",
+        "--container-image",
+        &e.image,
+        "true",
+    ]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success(), "a disallowed destination fails");
+    assert!(
+        err.contains("berth: container:") && err.contains("/etc"),
+        "{err}"
+    );
+    assert!(e.stack.cluster.is_running(), "slurmd stays up");
+    assert_clean();
+}
