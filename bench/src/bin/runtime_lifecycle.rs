@@ -6,6 +6,7 @@
 //! Usage: runtime_lifecycle [ROUNDS] [BERTH_BINARY] [OUTPUT.md]
 //! Must run as root (runc and the floor need CAP_SYS_ADMIN).
 
+use berth_bench::{median, ms};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -98,15 +99,6 @@ fn lifecycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> (Duration, i64
         .arg(root)
         .args(["delete", id]));
     (t.elapsed(), r1.max(r2).max(r3), Phases([c, s, w, d]))
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
 fn main() {

@@ -228,7 +228,6 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
 
 fn run_container(bundle: &Path, id: &str) -> Result<i32, BundleError> {
     use crate::container::{self, CreateOpts};
-    use nix::sys::wait::{waitpid, WaitStatus};
     let root = crate::state::default_root();
     let rt = |e: crate::Error| BundleError::Runtime(format!("run {id}: {e}"));
     let opts = CreateOpts {
@@ -243,14 +242,7 @@ fn run_container(bundle: &Path, id: &str) -> Result<i32, BundleError> {
         return Err(rt(e));
     }
     let pid = nix::unistd::Pid::from_raw(created.pid);
-    let code = loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, c)) => break c,
-            Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(_) => break 255,
-        }
-    };
+    let code = crate::process::wait_exit_code(pid);
     container::delete::delete(&root, id, true).map_err(rt)?;
     Ok(code)
 }

@@ -70,16 +70,8 @@ fn run_container(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> crate
     if detach {
         return Ok(0);
     }
-    use nix::sys::wait::{waitpid, WaitStatus};
     let pid = nix::unistd::Pid::from_raw(created.pid);
-    let code = loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, c)) => break c,
-            Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(_) => break 255,
-        }
-    };
+    let code = crate::process::wait_exit_code(pid);
     if !keep {
         container::delete::delete(root, &a.id, true)?;
     }

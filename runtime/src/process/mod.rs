@@ -38,3 +38,18 @@ pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProcessErro
     let what = what.into();
     move |source| ProcessError::Io { what, source }
 }
+
+/// Waits for `pid` (a child of ours) and returns its exit code the way shells
+/// report it: the exit status, or 128 + the signal that killed it (255 when the
+/// wait itself fails).
+pub fn wait_exit_code(pid: nix::unistd::Pid) -> i32 {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, c)) => return c,
+            Ok(WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
