@@ -37,9 +37,17 @@ fn main() {
         .allowlist_function("spank_.*|slurm_(error|info|verbose|debug|debug2|debug3|spank_log)")
         .allowlist_type("spank_.*|spank_t|spank_err_t|spank_item_t|spank_context_t|spank_option")
         .allowlist_var("ESPANK_.*|S_.*|SPANK_.*|SLURM_VERSION_NUMBER")
+        // Values Slurm *returns* must not be Rust enums: a value the enum lacks
+        // (ESPANK_SUCCESS = 0 is not a variant of spank_err, a context added by a
+        // newer Slurm) would be undefined behaviour. Rust enums stay only for
+        // values we pass in (spank_item).
         .default_enum_style(bindgen::EnumVariation::Rust {
             non_exhaustive: false,
         })
+        .newtype_enum("slurm_err_t")
+        // A module of constants: a newtype would clash with the function
+        // `spank_context()` of the same name.
+        .constified_enum_module("spank_context")
         .derive_debug(true)
         .layout_tests(false)
         .generate()

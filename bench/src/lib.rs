@@ -35,13 +35,18 @@ pub fn time(cmd: &mut Command) -> Duration {
 /// memory (KiB) of the largest process in its tree, from `wait4`'s rusage.
 pub fn time_and_peak(cmd: &mut Command) -> (Duration, u64) {
     let start = Instant::now();
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waiting for the child we just spawned.
     let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     let took = start.elapsed();
-    assert!(rc > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed (status {status})");
+    assert!(
+        rc > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed (status {status})"
+    );
     (took, usage.ru_maxrss as u64)
 }

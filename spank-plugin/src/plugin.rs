@@ -9,7 +9,7 @@
 use std::ffi::CStr;
 use std::sync::Mutex;
 
-use slurm_headers::{spank_context, spank_context_t, spank_t, SLURM_VERSION_NUMBER};
+use slurm_headers::{spank_context, spank_t, SLURM_VERSION_NUMBER};
 
 use crate::args::PluginArgs;
 use crate::ffi::{guard, SPANK_FAIL, SPANK_OK};
@@ -84,7 +84,7 @@ pub unsafe extern "C" fn slurm_spank_init(
 ) -> libc::c_int {
     let args = unsafe { plugstack_args(argc, argv) };
     let ctx = unsafe { spank_context() };
-    if ctx == spank_context_t::S_CTX_SLURMD {
+    if ctx == spank_context::S_CTX_SLURMD {
         if let Err(e) = PluginArgs::parse(args.iter().map(String::as_str)) {
             crate::log::error(&format!(
                 "plugstack.conf: {e} (every container step will fail until this is fixed)"
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn slurm_spank_init(
         || -> Result<(), Box<dyn std::error::Error>> {
             let parsed = PluginArgs::parse(args.iter().map(String::as_str))?;
             with_state(|s| s.args = Some(parsed));
-            if ctx != spank_context_t::S_CTX_JOB_SCRIPT {
+            if ctx != spank_context::S_CTX_JOB_SCRIPT {
                 crate::register::register_all(sp)?;
             }
             Ok(())
@@ -163,7 +163,7 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
     _argv: *mut *mut libc::c_char,
 ) -> libc::c_int {
     let sp = Spank(sp);
-    let remote = unsafe { spank_context() } == spank_context_t::S_CTX_REMOTE;
+    let remote = unsafe { spank_context() } == spank_context::S_CTX_REMOTE;
     guard("container", || -> Result<(), Box<dyn std::error::Error>> {
         if remote {
             // The job's environment is what srun or sbatch saw.
@@ -178,7 +178,7 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
         if request.image.is_none() {
             return Ok(());
         }
-        let allocator = unsafe { spank_context() } == spank_context_t::S_CTX_ALLOCATOR;
+        let allocator = unsafe { spank_context() } == spank_context::S_CTX_ALLOCATOR;
         if allocator && !args().sbatch_support {
             return Err("--container-image is disabled for sbatch and salloc on this cluster (sbatch_support=0 in plugstack.conf): use it with srun".into());
         }
@@ -308,7 +308,7 @@ pub unsafe extern "C" fn slurm_spank_job_epilog(
                     &mut job as *mut u32,
                 )
             };
-            if rc as i32 != 0 {
+            if rc.0 != 0 {
                 return Err("slurm did not give the job id to the epilog".into());
             }
             launch::delete_job(&parsed, job)?;

@@ -49,8 +49,8 @@ static TABLE: Lazy<Table> = Lazy::new(|| {
 
 /// Errors registering options.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot register option --{0} with Slurm (another plugin may use the same name)")]
-pub struct RegisterError(&'static str);
+#[error("cannot register option --{0} with Slurm (spank error {1}): another plugin in plugstack.conf may use the same name")]
+pub struct RegisterError(&'static str, i32);
 
 /// Registers every `--container-*` option with Slurm.
 pub fn register_all(sp: spank_t) -> Result<(), RegisterError> {
@@ -58,8 +58,8 @@ pub fn register_all(sp: spank_t) -> Result<(), RegisterError> {
         let record = &TABLE.0[i] as *const spank_option as *mut spank_option;
         // SAFETY: `sp` is Slurm's live handle; the record lives forever (static).
         let rc = unsafe { spank_option_register(sp, record) };
-        if rc as i32 != 0 {
-            return Err(RegisterError(def.name));
+        if rc.0 != 0 {
+            return Err(RegisterError(def.name, rc.0 as i32));
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ pub enum SpankError {
 pub struct Spank(pub spank_t);
 
 fn check(rc: spank_err_t, what: impl FnOnce() -> String) -> Result<(), SpankError> {
-    let code = rc as i32;
+    let code = rc.0 as i32;
     if code == 0 {
         Ok(())
     } else {
@@ -124,7 +124,7 @@ impl Spank {
                 buf.len() as libc::c_int,
             )
         };
-        if rc as i32 != 0 {
+        if rc.0 != 0 {
             // ESPANK_ENV_NOEXIST and friends: the variable is not set.
             return Ok(None);
         }

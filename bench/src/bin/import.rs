@@ -17,16 +17,21 @@ use berth_tests::{paths, site, stack};
 
 /// One pipeline run: total wall time and the largest peak RSS of its steps.
 fn pipeline(steps: Vec<Command>) -> (Duration, u64) {
-    steps.into_iter().fold((Duration::ZERO, 0), |(t, m), mut c| {
-        let (dt, dm) = time_and_peak(c.stdout(std::process::Stdio::null()));
-        (t + dt, m.max(dm))
-    })
+    steps
+        .into_iter()
+        .fold((Duration::ZERO, 0), |(t, m), mut c| {
+            let (dt, dm) = time_and_peak(c.stdout(std::process::Stdio::null()));
+            (t + dt, m.max(dm))
+        })
 }
 
 fn berth(work: &Path, source: &str, load: bool) -> Vec<Command> {
     let mut cmd = Command::new(paths::berth_bin());
-    cmd.env("BERTH_CONFIG", site::path()).arg(if load { "load" } else { "pull" });
-    cmd.args(["--quiet", "--store"]).arg(work.join("berth-store")).arg(source);
+    cmd.env("BERTH_CONFIG", site::path())
+        .arg(if load { "load" } else { "pull" });
+    cmd.args(["--quiet", "--store"])
+        .arg(work.join("berth-store"))
+        .arg(source);
     vec![cmd]
 }
 
@@ -35,9 +40,18 @@ fn sarus(work: &Path, source: &str) -> Vec<Command> {
     let mut copy = Command::new("skopeo");
     copy.args(["copy", "--src-tls-verify=false", source, &oci]);
     let mut unpack = Command::new("umoci");
-    unpack.args(["unpack", "--image", &format!("{}:img", work.join("oci").display())]).arg(work.join("bundle"));
+    unpack
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:img", work.join("oci").display()),
+        ])
+        .arg(work.join("bundle"));
     let mut squash = Command::new("mksquashfs");
-    squash.arg(work.join("bundle/rootfs")).arg(work.join("image.sqsh")).args(["-noappend", "-quiet"]);
+    squash
+        .arg(work.join("bundle/rootfs"))
+        .arg(work.join("image.sqsh"))
+        .args(["-noappend", "-quiet"]);
     vec![copy, unpack, squash]
 }
 
@@ -48,18 +62,37 @@ fn main() {
     let stack = stack::services().expect("the test stack starts (run as root)");
     let catalog = stack::images(&stack).expect("test images are pushed");
     let large = &catalog.large;
-    let reference = format!("{}/{}:{}", stack.plain.host(), large.repository(), large.tag);
+    let reference = format!(
+        "{}/{}:{}",
+        stack.plain.host(),
+        large.repository(),
+        large.tag
+    );
     let archive = large.docker_archive.display().to_string();
 
     let mut report = String::from("| source | pipeline | median wall (s) | peak RSS (MiB) | berth vs Sarus |\n|---|---|---:|---:|---:|\n");
     let sources = [
-        ("registry", format!("docker://{reference}"), reference.clone(), false),
-        ("archive", format!("docker-archive:{archive}"), archive.clone(), true),
+        (
+            "registry",
+            format!("docker://{reference}"),
+            reference.clone(),
+            false,
+        ),
+        (
+            "archive",
+            format!("docker-archive:{archive}"),
+            archive.clone(),
+            true,
+        ),
     ];
     for (label, sarus_src, berth_src, load) in sources {
         let (mut bt, mut st, mut bm, mut sm) = (vec![], vec![], 0, 0);
         for round in 0..rounds {
-            for berth_first in if round % 2 == 0 { [true, false] } else { [false, true] } {
+            for berth_first in if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            } {
                 let work = tempfile::tempdir_in("/var/tmp").unwrap();
                 if berth_first {
                     let (t, m) = pipeline(berth(work.path(), &berth_src, load));
@@ -75,8 +108,21 @@ fn main() {
         let (b, s) = (median(&mut bt), median(&mut st));
         let ratio = b.as_secs_f64() / s.as_secs_f64();
         let sec = |d: Duration| format!("{:.2}", d.as_secs_f64());
-        writeln!(report, "| {label} | berth {} | {} | {} | {ratio:.2}x |", if load { "load" } else { "pull" }, sec(b), bm / 1024).unwrap();
-        writeln!(report, "| {label} | skopeo copy + umoci unpack + mksquashfs | {} | {} | 1.00x |", sec(s), sm / 1024).unwrap();
+        writeln!(
+            report,
+            "| {label} | berth {} | {} | {} | {ratio:.2}x |",
+            if load { "load" } else { "pull" },
+            sec(b),
+            bm / 1024
+        )
+        .unwrap();
+        writeln!(
+            report,
+            "| {label} | skopeo copy + umoci unpack + mksquashfs | {} | {} | 1.00x |",
+            sec(s),
+            sm / 1024
+        )
+        .unwrap();
         eprintln!("{label}: berth {} ms, sarus {} ms", ms(b), ms(s));
     }
     print!("{report}");
