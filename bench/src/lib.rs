@@ -15,20 +15,30 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
-/// Runs `cmd` to completion and returns its wall time; fails loudly when the
-/// command fails, since a failed run would be timed as a fast one.
-pub fn time(cmd: &mut Command) -> Duration {
+/// Runs `cmd` to completion and returns its wall time, or its last error line
+/// when it fails (a failed run must never be timed as a fast one).
+pub fn try_time(cmd: &mut Command) -> Result<Duration, String> {
     let start = Instant::now();
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     let took = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    took
+    if out.status.success() {
+        return Ok(took);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(err
+        .lines()
+        .rev()
+        .find(|l| l.contains("error"))
+        .unwrap_or("failed")
+        .trim()
+        .to_string())
+}
+
+/// Like [`try_time`], but a failure stops the benchmark.
+pub fn time(cmd: &mut Command) -> Duration {
+    try_time(cmd).unwrap_or_else(|e| panic!("{cmd:?} failed: {e}"))
 }
 
 /// Runs `cmd` to completion and returns its wall time and the peak resident
