@@ -67,6 +67,9 @@ pub struct StoreConfig {
     pub user: String,
     /// Seconds to wait for another process converting the same image.
     pub lock_timeout_s: u64,
+    /// Unpack layers in RAM (`/dev/shm`) when it has room, instead of in the
+    /// store's directory: only the finished squashfs is written to the store.
+    pub ram_staging: bool,
 }
 
 impl Default for StoreConfig {
@@ -75,6 +78,7 @@ impl Default for StoreConfig {
             system: None,
             user: "~/.local/share/berth".into(),
             lock_timeout_s: 900,
+            ram_staging: true,
         }
     }
 }

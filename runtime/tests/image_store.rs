@@ -65,14 +65,25 @@ fn kill_9_during_conversion_then_pull_again() {
         .unwrap();
     // Wait until the conversion has started writing its staging tree.
     let deadline = Instant::now() + Duration::from_secs(120);
+    // The tree is unpacked in RAM (/dev/shm) when there is room, else in the store.
+    let ram = berth::image::convert::ram_staging_root();
     let tmp = env.store.join("tmp");
-    loop {
-        let staging = std::fs::read_dir(&tmp)
+    let prefix = format!("{}-", child.id());
+    let ours = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
             .ok()
             .into_iter()
             .flatten()
             .flatten()
-            .any(|e| e.path().join("rootfs").is_dir());
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    };
+    loop {
+        let staging = [&tmp, &ram]
+            .iter()
+            .flat_map(|d| ours(d))
+            .any(|p| p.join("rootfs").is_dir());
         if staging {
             break;
         }
@@ -93,6 +104,11 @@ fn kill_9_during_conversion_then_pull_again() {
         "no visible image after the crash"
     );
     let out = env.pull_json(&reference);
+    assert!(
+        ours(&ram).is_empty(),
+        "the killed pull's RAM staging was removed: {:?}",
+        ours(&ram)
+    );
     assert_eq!(out["converted"], true);
     assert_eq!(out["image"]["id"], c.large.config_digest.as_str());
     assert!(

@@ -116,11 +116,18 @@ fn load_inner(
         platform,
         config,
     };
+    let compressed_bytes = found
+        .layers
+        .iter()
+        .filter_map(|l| std::fs::metadata(&l.path).ok())
+        .map(|m| m.len())
+        .sum();
     let converter = Converter {
         store,
         site,
         progress,
         rootless,
+        compressed_bytes,
     };
     let image = converter.convert(&work, found.layers.into_iter().map(Ok), meta)?;
     tag_all(image, true)

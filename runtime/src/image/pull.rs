@@ -122,6 +122,7 @@ fn pull_inner(
         site,
         progress,
         rootless: opts.rootless,
+        compressed_bytes: layers.iter().map(|l| l.size).sum(),
     };
     let image = std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<(usize, Result<LayerFile, Cause>)>();

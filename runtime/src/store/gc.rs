@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{lock, work, Store, StoreError};
+use super::{work, Store, StoreError};
 use crate::image::digest::Digest;
 
 /// What a collection removed.
@@ -25,32 +25,11 @@ impl Store {
     /// Removes work directories whose owner lock is free. Cheap; every pull
     /// calls it so an interrupted pull never needs manual cleanup.
     pub fn clean_stale_work(&self) -> Result<Vec<String>, StoreError> {
-        let tmp = self.root.join("tmp");
-        let mut removed = Vec::new();
-        let entries = fs::read_dir(&tmp).map_err(|source| StoreError::Io {
-            what: "cannot list",
-            path: tmp.clone(),
-            source,
-        })?;
-        let names: HashSet<String> = entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        for name in &names {
-            if let Some(work) = name.strip_suffix(".lock") {
-                let lp = tmp.join(name);
-                if let Ok(Some(l)) = lock::try_lock(&lp) {
-                    let _ = work::remove_tree(&tmp.join(work));
-                    l.remove();
-                    removed.push(work.to_string());
-                }
-            } else if !tmp.join(format!("{name}.lock")).exists() {
-                // A directory without a lock file: its owner died after unlocking
-                // (or before creating it); nobody can own it.
-                let _ = work::remove_tree(&tmp.join(name));
-                removed.push(name.clone());
-            }
-        }
+        let mut removed = work::clean_stale(&self.root.join("tmp"))?;
+        // RAM staging of this user's crashed pulls (best effort: it may not exist).
+        removed.extend(
+            work::clean_stale(&crate::image::convert::ram_staging_root()).unwrap_or_default(),
+        );
         for w in &removed {
             tracing::info!(work = %w, "removed stale work directory");
         }

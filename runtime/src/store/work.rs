@@ -17,7 +17,7 @@ pub struct WorkDir {
 }
 
 impl WorkDir {
-    pub(super) fn create(tmp: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn create(tmp: &Path) -> Result<Self, StoreError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -87,4 +87,36 @@ fn make_writable(p: &Path) {
             }
         }
     }
+}
+
+/// Removes the work directories under `tmp` whose owner lock is free (their
+/// owner died, even by `kill -9`), and directories without a lock file.
+/// Returns the names removed.
+pub(crate) fn clean_stale(tmp: &Path) -> Result<Vec<String>, StoreError> {
+    let entries = fs::read_dir(tmp).map_err(|source| StoreError::Io {
+        what: "cannot list",
+        path: tmp.to_path_buf(),
+        source,
+    })?;
+    let names: std::collections::HashSet<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut removed = Vec::new();
+    for name in &names {
+        if let Some(work) = name.strip_suffix(".lock") {
+            let lp = tmp.join(name);
+            if let Ok(Some(l)) = lock::try_lock(&lp) {
+                let _ = remove_tree(&tmp.join(work));
+                l.remove();
+                removed.push(work.to_string());
+            }
+        } else if !tmp.join(format!("{name}.lock")).exists() {
+            // A directory without a lock file: its owner died after unlocking
+            // (or before creating it); nobody can own it.
+            let _ = remove_tree(&tmp.join(name));
+            removed.push(name.clone());
+        }
+    }
+    Ok(removed)
 }
