@@ -130,6 +130,27 @@ fn main() {
         .unwrap();
         eprintln!("{label}: berth {} ms, sarus {} ms", ms(b), ms(s));
     }
+    // Cached image to a running /bin/true: convert once, then time `berth run`
+    // with --pull never (no network) from the store.
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let store = work.path().join("berth-store");
+    pipeline(berth(work.path(), &reference, false));
+    let mut starts: Vec<Duration> = (0..50)
+        .map(|_| {
+            let mut run = Command::new(paths::berth_bin());
+            run.env("BERTH_CONFIG", site::path())
+                .args(["run", "--quiet", "--pull", "never", "--store"])
+                .arg(&store)
+                .args([reference.as_str(), "/bin/true"]);
+            berth_bench::time(&mut run)
+        })
+        .collect();
+    writeln!(
+        report,
+        "\nCached image to a running `/bin/true` (`berth run --pull never`, 50 runs): median {} ms",
+        ms(median(&mut starts))
+    )
+    .unwrap();
     print!("{report}");
     if let Some(path) = out {
         std::fs::write(&path, &report).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
