@@ -347,3 +347,91 @@ fn bad_requests_fail_with_one_line_and_leave_nothing() {
     assert!(e.stack.cluster.is_running(), "slurmd stays up");
     assert_clean();
 }
+
+/// Live processes whose command line starts with `prefix`.
+fn pids_with_cmdline(prefix: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|p| proc::is_alive(*p))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.starts_with(prefix.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn leftovers_of_a_killed_slurmstepd_are_removed_by_gc() {
+    let e = env();
+    let mut srun = e
+        .as_user(
+            "srun",
+            &[
+                "--job-name=berth-killed",
+                "--container-image",
+                &e.image,
+                "sleep",
+                "301",
+            ],
+        )
+        // srun outlives the killed runuser until scancel: keep it off our pipes.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = || -> Vec<String> {
+        std::fs::read_dir(STATE_ROOT)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("slurm-"))
+            .collect()
+    };
+    assert!(proc::wait_until(Duration::from_secs(30), || !state()
+        .is_empty()
+        && !pids_with_cmdline("/usr/bin/sleep\x00301").is_empty()));
+    let id = state()[0].clone();
+    let step = id.trim_start_matches("slurm-").to_string();
+    let stepd = pids_with_cmdline(&format!("slurmstepd: [{step}]"));
+    assert!(!stepd.is_empty(), "the step's slurmstepd runs");
+    for pid in stepd
+        .iter()
+        .chain(pids_with_cmdline("/usr/bin/sleep\x00301").iter())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    // While the job lives its epilog has not run: the container is left behind.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        state().contains(&id),
+        "killing slurmstepd leaves the container behind"
+    );
+
+    let gc = Command::new(paths::berth_bin())
+        .env("BERTH_CONFIG", site::path())
+        .arg("gc")
+        .output()
+        .unwrap();
+    assert!(gc.status.success(), "{}", text(&gc).1);
+    assert!(
+        text(&gc).0.contains("1 stale step containers"),
+        "{}",
+        text(&gc).0
+    );
+    assert!(!state().contains(&id), "gc removed it");
+    let _ = srun.kill();
+    let _ = srun.wait();
+    let _ = e
+        .stack
+        .cluster
+        .command("scancel")
+        .args(["--name", "berth-killed"])
+        .status();
+    assert_clean();
+}

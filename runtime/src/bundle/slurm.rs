@@ -64,6 +64,65 @@ pub struct StepContainer {
     pub cwd: Option<String>,
     /// The image's working directory, used when the job's own is not visible.
     pub image_workdir: Option<String>,
+    /// The slurmstepd that asked for the container, as (pid, start time): a step
+    /// container whose slurmstepd is gone (killed) is a leftover.
+    #[serde(default)]
+    pub owner: Option<(i32, u64)>,
+}
+
+/// A running process's start time in clock ticks since boot (field 22 of its
+/// stat), so a recycled pid is never taken for the original process. `None`
+/// when the process is gone or a zombie (dead, only waiting to be reaped).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(rest.next()?, "Z" | "X") {
+        return None;
+    }
+    rest.nth(18)?.parse().ok()
+}
+
+/// True while the recorded owner (pid, start time) still runs.
+fn owner_alive(owner: (i32, u64)) -> bool {
+    start_time(owner.0) == Some(owner.1)
+}
+
+/// Removes step containers left by a killed slurmstepd (their owner is gone)
+/// and containers whose init died. Named containers belong to their job until
+/// its epilog. Returns the ids removed; a container that cannot be removed is
+/// logged and skipped so one bad entry never blocks the others.
+pub fn delete_stale() -> Vec<String> {
+    let root = crate::state::default_root();
+    let ids: Vec<String> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("slurm-"))
+        .collect();
+    let mut removed = Vec::new();
+    for id in ids {
+        let Ok(state) = crate::state::State::load(&root, &id) else {
+            continue;
+        };
+        let dead = state.status(&root) == crate::state::Status::Stopped;
+        let file = bundles_dir().join(&id).join(STEP_FILE);
+        let step: Option<StepContainer> = std::fs::read(&file)
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok());
+        let named = !id.contains('.');
+        let orphan = !named && step.and_then(|s| s.owner).is_some_and(|o| !owner_alive(o));
+        if dead || orphan {
+            match delete(&id) {
+                Ok(()) => removed.push(id),
+                Err(e) => {
+                    tracing::warn!(id = %id, error = %e, "cannot remove a stale step container")
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// The image's `/etc/{passwd,group}` plus the job user's entries, so `id` and
@@ -244,6 +303,10 @@ pub fn create(
     common: &Common,
     r: &StepRequest,
 ) -> Result<StepContainer, BundleError> {
+    // Leftovers of killed steps go first: a later step cleans up after them.
+    for id in delete_stale() {
+        tracing::info!(id = %id, "removed a stale step container");
+    }
     if let Some(step) = existing(&r.id)? {
         return Ok(step);
     }
@@ -301,6 +364,10 @@ pub fn create(
         env,
         cwd: r.workdir.clone(),
         image_workdir: mounted.img.working_dir.clone().filter(|w| !w.is_empty()),
+        owner: {
+            let parent = nix::unistd::getppid().as_raw();
+            start_time(parent).map(|t| (parent, t))
+        },
     };
     let step_file = mounted.bundle.join(STEP_FILE);
     let json = serde_json::to_vec(&out).map_err(|e| BundleError::Invalid(e.to_string()))?;

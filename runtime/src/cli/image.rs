@@ -277,14 +277,21 @@ fn run(cmd: ImageCmd) -> Result<i32, String> {
         ImageCmd::Gc { common, prune } => {
             let (write, _) = stores(&site, &common)?;
             let report = write.gc(prune).map_err(|e| e.to_string())?;
+            // As root, also step containers left by a killed slurmstepd.
+            let containers = if euid_is_root() {
+                crate::bundle::slurm::delete_stale()
+            } else {
+                vec![]
+            };
             if common.json {
                 print_json(&report);
             } else {
                 println!(
-                    "removed {} stale work dirs, {} orphans, {} unreferenced images",
+                    "removed {} stale work dirs, {} orphans, {} unreferenced images, {} stale step containers",
                     report.stale_work.len(),
                     report.orphans.len(),
-                    report.unreferenced.len()
+                    report.unreferenced.len(),
+                    containers.len()
                 );
             }
             Ok(0)
