@@ -61,16 +61,18 @@ fn ok(out: &Output) -> String {
 }
 
 /// Nothing of any container step is left on the node.
+/// The step containers (`slurm-*`) with an entry in `dir`.
+fn leftover(dir: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("slurm-"))
+        .collect()
+}
+
 fn assert_clean() {
-    let leftover = |dir: &str| -> Vec<String> {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.starts_with("slurm-"))
-            .collect()
-    };
     // slurmstepd removes the container when the step ends, just after srun returns.
     let clean = proc::wait_until(Duration::from_secs(10), || {
         leftover(STATE_ROOT).is_empty() && leftover(&format!("{STATE_ROOT}/bundles")).is_empty()
@@ -285,12 +287,7 @@ fn scancel_of_a_running_containerized_step_cleans_up() {
         )
         .spawn()
         .unwrap();
-    let started = proc::wait_until(Duration::from_secs(30), || {
-        std::fs::read_dir(STATE_ROOT).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("slurm-"))
-        })
-    });
+    let started = proc::wait_until(Duration::from_secs(30), || !leftover(STATE_ROOT).is_empty());
     assert!(started, "the step's container exists");
     let cancel = e
         .stack
@@ -381,15 +378,7 @@ fn leftovers_of_a_killed_slurmstepd_are_removed_by_gc() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let state = || -> Vec<String> {
-        std::fs::read_dir(STATE_ROOT)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.starts_with("slurm-"))
-            .collect()
-    };
+    let state = || leftover(STATE_ROOT);
     assert!(proc::wait_until(Duration::from_secs(30), || !state()
         .is_empty()
         && !pids_with_cmdline("/usr/bin/sleep\x00301").is_empty()));
