@@ -223,12 +223,13 @@ impl Container {
             &mut create_command(args, req, job, groups, &id, script_dir),
             &args.runtime,
         )?;
-        let created: Created =
-            serde_json::from_slice(&stdout).map_err(|e| LaunchError::Answer {
+        // The runtime made the container: from here on, any failure removes it.
+        let container = serde_json::from_slice::<Created>(&stdout)
+            .map_err(|e| LaunchError::Answer {
                 path: args.runtime.clone(),
                 reason: e.to_string(),
-            })?;
-        let container = Self::pin(created);
+            })
+            .and_then(Self::pin);
         if container.is_err() {
             let _ = delete(args, &id);
         }

@@ -71,8 +71,10 @@ unsafe fn plugstack_args(argc: libc::c_int, argv: *mut *mut libc::c_char) -> Vec
 /// plugstack.conf arguments and registers options.
 ///
 /// A bad argument fails every step (srun reports it, slurmstepd refuses the
-/// step), but not slurmd itself: a typo in plugstack.conf must not take the
-/// node down, and slurmstepd re-reads the file for every step once it is fixed.
+/// step), but not slurmd itself nor its job prolog/epilog: a typo in
+/// plugstack.conf must neither stop slurmd nor drain the node (Slurm drains a
+/// node whose required plugin fails in the epilog), and slurmstepd re-reads the
+/// file for every step once it is fixed.
 ///
 /// # Safety
 /// Called by Slurm with its own handle; `argv` holds `argc` C strings from plugstack.conf.
@@ -84,7 +86,7 @@ pub unsafe extern "C" fn slurm_spank_init(
 ) -> libc::c_int {
     let args = unsafe { plugstack_args(argc, argv) };
     let ctx = unsafe { spank_context() };
-    if ctx == spank_context::S_CTX_SLURMD {
+    if ctx == spank_context::S_CTX_SLURMD || ctx == spank_context::S_CTX_JOB_SCRIPT {
         if let Err(e) = PluginArgs::parse(args.iter().map(String::as_str)) {
             crate::log::error(&format!(
                 "plugstack.conf: {e} (every container step will fail until this is fixed)"
@@ -97,9 +99,7 @@ pub unsafe extern "C" fn slurm_spank_init(
         || -> Result<(), Box<dyn std::error::Error>> {
             let parsed = PluginArgs::parse(args.iter().map(String::as_str))?;
             with_state(|s| s.args = Some(parsed));
-            if ctx != spank_context::S_CTX_JOB_SCRIPT {
-                crate::register::register_all(sp)?;
-            }
+            crate::register::register_all(sp)?;
             Ok(())
         },
     )
@@ -298,20 +298,12 @@ pub unsafe extern "C" fn slurm_spank_job_epilog(
     guard(
         "job cleanup",
         || -> Result<(), Box<dyn std::error::Error>> {
-            let parsed = PluginArgs::parse(args.iter().map(String::as_str))?;
-            let mut job: u32 = 0;
-            // SAFETY: S_JOB_ID takes one `uint32_t *`.
-            let rc = unsafe {
-                slurm_headers::spank_get_item(
-                    sp.0,
-                    slurm_headers::spank_item_t::S_JOB_ID,
-                    &mut job as *mut u32,
-                )
+            // With a broken plugstack.conf no container was made (every step
+            // failed): nothing to clean, and no reason to drain the node.
+            let Ok(parsed) = PluginArgs::parse(args.iter().map(String::as_str)) else {
+                return Ok(());
             };
-            if rc.0 != 0 {
-                return Err("slurm did not give the job id to the epilog".into());
-            }
-            launch::delete_job(&parsed, job)?;
+            launch::delete_job(&parsed, sp.job_id()?)?;
             Ok(())
         },
     )

@@ -60,6 +60,11 @@ impl Spank {
         Ok(v)
     }
 
+    /// The job id (also available in the job prolog and epilog).
+    pub fn job_id(&self) -> Result<u32, SpankError> {
+        self.u32_item(spank_item_t::S_JOB_ID)
+    }
+
     /// The job, step and user of this slurmstepd (remote context only).
     pub fn job(&self) -> Result<JobInfo, SpankError> {
         Ok(JobInfo {

@@ -149,6 +149,23 @@ fn tasks_see_the_image_and_share_one_container() {
 }
 
 #[test]
+fn image_from_the_environment_variable_is_used() {
+    let e = env();
+    let mut cmd = e.as_user("srun", &["cat", "/etc/os-release"]);
+    cmd.env("BERTH_CONTAINER_IMAGE", &e.image);
+    let out = ok(&cmd.output().unwrap());
+    assert!(out.contains("NAME=\"berth-test-busybox\""), "{out}");
+    assert_clean();
+}
+
+/// A fresh directory the job user owns, for files the job reads or writes.
+fn user_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(user::UID), None).unwrap();
+    dir
+}
+
+#[test]
 fn tasks_run_as_the_job_user_without_privileges() {
     let e = env();
     let script = "id -u; id -G; whoami; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; touch /probe 2>&1 || true";
@@ -176,9 +193,8 @@ fn tasks_run_as_the_job_user_without_privileges() {
 #[test]
 fn mounts_workdir_and_environment() {
     let e = env();
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let dir = user_dir();
     std::fs::write(dir.path().join("input"), "from the host\n").unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(user::UID), None).unwrap();
     let mount = format!("--container-mounts={}:/data:ro", dir.path().display());
     let out = ok(&e.srun(&[
         &mount,
@@ -245,8 +261,7 @@ fn named_container_lives_across_steps_and_writable_root() {
 #[test]
 fn sbatch_script_runs_in_the_image_and_exit_codes_propagate() {
     let e = env();
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(user::UID), None).unwrap();
+    let dir = user_dir();
     let script = dir.path().join("job.sh");
     let output = dir.path().join("job.out");
     std::fs::write(&script, format!("#!/bin/sh\n#SBATCH --container-image={}\n#SBATCH --output={}\ngrep ^NAME= /etc/os-release\nid -un\n", e.image, output.display())).unwrap();

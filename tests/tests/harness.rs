@@ -29,13 +29,13 @@ impl Drop for StopOnDrop {
     }
 }
 
-#[test]
-fn srun_runs_two_tasks_through_the_real_cluster() {
-    let stack = stack::services().expect("stack starts");
+/// Runs `srun ARGS` on the shared cluster; returns its output, failing the test
+/// with srun's error when the step fails.
+fn srun_ok(stack: &stack::Stack, args: &[&str]) -> String {
     let out = stack
         .cluster
         .command("srun")
-        .args(["-N1", "-n2", "hostname"])
+        .args(args)
         .output()
         .expect("srun runs");
     assert!(
@@ -43,7 +43,13 @@ fn srun_runs_two_tasks_through_the_real_cluster() {
         "srun failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn srun_runs_two_tasks_through_the_real_cluster() {
+    let stack = stack::services().expect("stack starts");
+    let text = srun_ok(&stack, &["-N1", "-n2", "hostname"]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "two tasks, two lines: {text:?}");
     let host = nix::unistd::gethostname()
@@ -59,28 +65,14 @@ fn srun_runs_two_tasks_through_the_real_cluster() {
 #[test]
 fn tasks_get_distinct_ranks_and_run_as_the_job_user() {
     let stack = stack::services().expect("stack starts");
-    let out = stack
-        .cluster
-        .command("srun")
-        .args([
-            "-n3",
-            "--uid",
-            berth_tests::user::NAME,
-            "sh",
-            "-c",
-            "echo $SLURM_PROCID $(id -u)",
-        ])
-        .output()
-        .expect("srun runs");
-    assert!(
-        out.status.success(),
-        "srun failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let script = "echo $SLURM_PROCID $(id -u)";
+    let mut lines: Vec<String> = srun_ok(
+        &stack,
+        &["-n3", "--uid", berth_tests::user::NAME, "sh", "-c", script],
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
     lines.sort();
     let uid = berth_tests::user::UID;
     assert_eq!(

@@ -42,40 +42,50 @@ fn bad_mount_spec_fails_the_step_with_one_clear_line() {
     assert!(stack.cluster.is_running(), "slurmd stays up");
 }
 
-#[test]
-fn image_request_is_refused_rather_than_run_outside_the_image() {
-    let stack = stack::services().expect("stack starts");
-    for (args, env) in [
-        (vec!["--container-image=busybox", "true"], None),
-        (vec!["true"], Some("busybox")),
-    ] {
-        let mut cmd = stack.cluster.command("srun");
-        cmd.args(&args);
-        if let Some(image) = env {
-            cmd.env("BERTH_CONTAINER_IMAGE", image);
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            !out.status.success(),
-            "{args:?} must not run outside the image"
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("berth: container: "),
-            "the reason is shown: {err}"
-        );
-    }
-}
-
-#[test]
-fn unknown_plugstack_argument_stops_the_step_not_slurmd() {
-    let dir = tempfile::tempdir().unwrap();
+/// A cluster of its own whose plugstack.conf passes `args` to berth's plugin.
+fn cluster_with_plugin_args(dir: &tempfile::TempDir, args: &[&str]) -> ClusterConfig {
     let mut cfg = ClusterConfig::at(dir.path().to_path_buf());
     cfg.name = format!("plug{}", std::process::id());
     cfg.ctld_port = proc::free_port();
     cfg.slurmd_port = proc::free_port();
     cfg.plugin = Some(paths::spank_plugin());
-    cfg.plugin_args = vec!["config=/etc/berth/berth.toml".into(), "conifg=/typo".into()];
+    cfg.plugin_args = args.iter().map(|a| a.to_string()).collect();
+    cfg
+}
+
+#[test]
+fn sbatch_support_0_refuses_images_on_sbatch_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cluster_with_plugin_args(&dir, &["sbatch_support=0"]);
+    let cluster = Cluster::start(cfg).expect("cluster starts");
+    let sbatch = cluster
+        .command("sbatch")
+        .args(["--container-image=busybox", "--wrap", "true"])
+        .output()
+        .unwrap();
+    let srun = cluster.command("srun").arg("true").output().unwrap();
+    let stopped = cluster.stop();
+    assert!(
+        !sbatch.status.success(),
+        "sbatch --container-image is refused"
+    );
+    let err = String::from_utf8_lossy(&sbatch.stderr);
+    assert!(
+        err.contains("disabled for sbatch and salloc on this cluster (sbatch_support=0"),
+        "{err}"
+    );
+    assert!(
+        srun.status.success(),
+        "srun is unaffected: {}",
+        String::from_utf8_lossy(&srun.stderr)
+    );
+    stopped.expect("teardown");
+}
+
+#[test]
+fn unknown_plugstack_argument_stops_the_step_not_slurmd() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cluster_with_plugin_args(&dir, &["config=/etc/berth/berth.toml", "conifg=/typo"]);
     let cluster = Cluster::start(cfg).expect("slurmd starts despite the typo");
     let out = cluster.command("srun").arg("true").output().unwrap();
     let slurmd_up = cluster.is_running();
