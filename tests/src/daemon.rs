@@ -131,7 +131,12 @@ impl Daemon<'_> {
             source,
         })?;
         let pid = child.id() as i32;
-        fs::write(self.pid_file(), format!("{pid}\n")).map_err(io(&self.pid_file()))?;
+        if let Err(e) = fs::write(self.pid_file(), format!("{pid}\n")) {
+            // Without its pid file teardown could not find it: stop it now.
+            proc::terminate(pid, Duration::from_secs(5));
+            let _ = child.wait();
+            return Err(io(&self.pid_file())(e));
+        }
 
         let deadline = Instant::now() + timeout;
         loop {
