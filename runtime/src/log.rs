@@ -17,6 +17,32 @@ pub struct LogTarget {
 
 static TARGET: OnceLock<LogTarget> = OnceLock::new();
 
+/// The `--log` file, opened once: the container's init keeps this very fd
+/// across its fork (it closes every other), and a path reopened after
+/// pivot_root would name a file inside the container.
+static FILE: OnceLock<std::fs::File> = OnceLock::new();
+
+/// The log file's fd, for the init's list of fds to keep.
+pub fn fd() -> Option<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    FILE.get().map(|f| f.as_raw_fd())
+}
+
+/// `tracing`'s writer for the log file: writes through the one shared fd.
+struct LogFile;
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match FILE.get() {
+            Some(mut f) => f.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Install the log target and, when `BERTH_LOG` is set or `debug` is true,
 /// a tracing subscriber. Without either we install nothing, so the
 /// `tracing` macros cost a relaxed atomic load on the hot path.
@@ -25,6 +51,15 @@ pub fn init(path: Option<PathBuf>, json: bool, debug: bool) {
         path: path.clone(),
         json,
     });
+    if let Some(p) = &path {
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            let _ = FILE.set(f);
+        }
+    }
     let filter =
         std::env::var("BERTH_LOG")
             .ok()
@@ -34,22 +69,10 @@ pub fn init(path: Option<PathBuf>, json: bool, debug: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr);
-    match (path, json) {
-        (Some(p), true) => {
-            if let Ok(f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-            {
-                let _ = builder
-                    .json()
-                    .with_writer(std::sync::Mutex::new(f))
-                    .try_init();
-            }
-        }
-        _ => {
-            let _ = builder.try_init();
-        }
+    if json && FILE.get().is_some() {
+        let _ = builder.json().with_writer(|| LogFile).try_init();
+    } else {
+        let _ = builder.try_init();
     }
 }
 
@@ -81,25 +104,15 @@ pub fn timestamp() -> String {
 }
 
 fn emit(level: &str, msg: &str) {
-    let target = TARGET.get();
-    if let Some(LogTarget {
-        path: Some(p),
-        json,
-    }) = target
-    {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
-            let line = if *json {
-                serde_json::json!({"level": level, "msg": msg, "time": now_rfc3339()}).to_string()
-            } else {
-                format!("{} {level} {msg}", now_rfc3339())
-            };
-            let _ = writeln!(f, "{line}");
-        }
-    }
+    let (Some(target), Some(mut f)) = (TARGET.get(), FILE.get()) else {
+        return;
+    };
+    let line = if target.json {
+        serde_json::json!({"level": level, "msg": msg, "time": now_rfc3339()}).to_string()
+    } else {
+        format!("{} {level} {msg}", now_rfc3339())
+    };
+    let _ = writeln!(f, "{line}");
 }
 
 /// Report a warning: stderr plus the log file. Used where the spec says

@@ -70,22 +70,20 @@ pub struct StepContainer {
     pub owner: Option<(i32, u64)>,
 }
 
-/// A running process's start time in clock ticks since boot (field 22 of its
-/// stat), so a recycled pid is never taken for the original process. `None`
-/// when the process is gone or a zombie (dead, only waiting to be reaped).
+/// The start time of a live process, to record a container's owner.
 fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
-    if matches!(rest.next()?, "Z" | "X") {
-        return None;
-    }
-    rest.nth(18)?.parse().ok()
+    crate::state::proc_stat(pid)
+        .filter(|(state, _)| *state != b'Z' && *state != b'X')
+        .map(|(_, start)| start)
 }
 
-/// True while the recorded owner (pid, start time) still runs.
-fn owner_alive(owner: (i32, u64)) -> bool {
-    start_time(owner.0) == Some(owner.1)
+/// True for a named container's id (`slurm-JOB-NAME`), false for a step's
+/// (`slurm-JOB.STEP`): decided at the first separator after the job id, since
+/// names may themselves contain dots.
+fn is_named(id: &str) -> bool {
+    let rest = id.strip_prefix("slurm-").unwrap_or(id);
+    rest.trim_start_matches(|c: char| c.is_ascii_digit())
+        .starts_with('-')
 }
 
 /// Removes step containers left by a killed slurmstepd (their owner is gone)
@@ -111,8 +109,10 @@ pub fn delete_stale() -> Vec<String> {
         let step: Option<StepContainer> = std::fs::read(&file)
             .ok()
             .and_then(|t| serde_json::from_slice(&t).ok());
-        let named = !id.contains('.');
-        let orphan = !named && step.and_then(|s| s.owner).is_some_and(|o| !owner_alive(o));
+        let orphan = !is_named(&id)
+            && step
+                .and_then(|s| s.owner)
+                .is_some_and(|(pid, start)| !crate::state::process_alive(pid, start));
         if dead || orphan {
             match delete(&id) {
                 Ok(()) => removed.push(id),
@@ -420,4 +420,17 @@ pub fn delete(id: &str) -> Result<(), BundleError> {
         })?;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_named;
+
+    #[test]
+    fn named_and_step_ids_are_told_apart_even_with_dots_in_names() {
+        assert!(is_named("slurm-12-build"));
+        assert!(is_named("slurm-12-v1.0"));
+        assert!(!is_named("slurm-12.0"));
+        assert!(!is_named("slurm-12.4294967291"));
+    }
 }

@@ -72,6 +72,37 @@ pub fn ram_staging_root() -> PathBuf {
     }))
 }
 
+/// The RAM staging root when it is safe to use: a real directory (not a
+/// symlink) that we own with mode 0700. /dev/shm is writable by everyone, so
+/// another user could have made this name first to steer root's unpack; then
+/// RAM staging is simply off. The sticky bit on /dev/shm keeps others from
+/// replacing our directory once it is ours.
+pub fn trusted_ram_staging_root() -> Option<PathBuf> {
+    let root = ram_staging_root();
+    trusted_private_dir(&root).then_some(root)
+}
+
+/// Creates `dir` with mode 0700 if missing, then checks it is a real directory
+/// (not a symlink), owned by us, with mode exactly 0700.
+fn trusted_private_dir(dir: &Path) -> bool {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(_) => return false,
+    }
+    let Ok(md) = std::fs::symlink_metadata(dir) else {
+        return false;
+    };
+    let ours = md.file_type().is_dir()
+        && md.uid() == nix::unistd::geteuid().as_raw()
+        && md.mode() & 0o7777 == 0o700;
+    if !ours {
+        tracing::warn!(dir = %dir.display(), "RAM staging directory is not ours with mode 0700: unpacking in the store instead");
+    }
+    ours
+}
+
 /// A RAM work directory for unpacking when the site allows it and /dev/shm is a
 /// tmpfs with room for the unpacked image (estimated at five times the
 /// compressed layers, plus 256 MiB to spare). Unpacking to RAM means the store
@@ -88,13 +119,11 @@ fn ram_staging(site: &SiteConfig, compressed_bytes: u64) -> Option<WorkDir> {
         return None;
     }
     let free = fs.blocks_available() as u64 * fs.block_size() as u64;
-    if free < compressed_bytes.saturating_mul(5) + (256 << 20) {
+    // Sizes come from the registry: saturate, never wrap.
+    if free < compressed_bytes.saturating_mul(5).saturating_add(256 << 20) {
         return None;
     }
-    let root = ram_staging_root();
-    std::fs::create_dir_all(&root).ok()?;
-    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700)).ok()?;
-    WorkDir::create(&root).ok()
+    WorkDir::create(&trusted_ram_staging_root()?).ok()
 }
 
 fn mismatch(what: &str, l: &LayerFile, expected: &Digest, actual: &Digest) -> Cause {
@@ -171,5 +200,41 @@ impl Converter<'_> {
         self.store.publish(&out, &meta)?;
         tracing::info!(id = %meta.id, size = meta.size, entries = stats.entries, "image converted");
         Ok(meta)
+    }
+}
+
+#[cfg(test)]
+mod staging_tests {
+    use super::trusted_private_dir;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_our_own_private_directory_is_trusted() {
+        let t = tempfile::tempdir().unwrap();
+        let fresh = t.path().join("fresh");
+        assert!(trusted_private_dir(&fresh), "created 0700 and ours");
+
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(
+            !trusted_private_dir(&open),
+            "a directory others can write is refused"
+        );
+
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        assert!(!trusted_private_dir(&link), "a symlink is refused");
+
+        if nix::unistd::geteuid().is_root() {
+            let theirs = t.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+            assert!(
+                !trusted_private_dir(&theirs),
+                "another user's directory is refused"
+            );
+        }
     }
 }

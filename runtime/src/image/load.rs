@@ -120,8 +120,7 @@ fn load_inner(
         .layers
         .iter()
         .filter_map(|l| std::fs::metadata(&l.path).ok())
-        .map(|m| m.len())
-        .sum();
+        .fold(0u64, |a, m| a.saturating_add(m.len()));
     let converter = Converter {
         store,
         site,

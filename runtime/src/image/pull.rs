@@ -122,7 +122,7 @@ fn pull_inner(
         site,
         progress,
         rootless: opts.rootless,
-        compressed_bytes: layers.iter().map(|l| l.size).sum(),
+        compressed_bytes: layers.iter().fold(0u64, |a, l| a.saturating_add(l.size)),
     };
     let image = std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<(usize, Result<LayerFile, Cause>)>();

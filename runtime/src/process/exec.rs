@@ -241,12 +241,33 @@ pub fn close_all_but(keep: &[i32]) {
     keep.sort_unstable();
     keep.dedup();
     let mut next = 3u32;
-    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+    for k in keep.iter().copied().chain(std::iter::once(u32::MAX)) {
         if k > next {
             // SAFETY: closes fd numbers only; the kept ones lie outside the range.
-            unsafe { libc::syscall(libc::SYS_close_range, next, k - 1, 0u32) };
+            let r = unsafe { libc::syscall(libc::SYS_close_range, next, k - 1, 0u32) };
+            if r != 0 {
+                // Kernels before 5.9, or a seccomp filter refusing close_range.
+                return close_listed_but(&keep);
+            }
         }
         next = k.saturating_add(1);
+    }
+}
+
+/// `close_all_but` without close_range: closes the fds /proc/self/fd lists.
+fn close_listed_but(keep: &[u32]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Collect first: closing while the directory is open would close its own fd.
+    let fds: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds.into_iter().filter(|fd| *fd >= 3 && !keep.contains(fd)) {
+        // SAFETY: closing an fd number we do not keep (the directory's own fd is
+        // already closed by now and gets EBADF, which is harmless).
+        unsafe { libc::close(fd as i32) };
     }
 }
 

@@ -51,7 +51,9 @@ pub fn run(init: Init<'_>) -> ! {
     // SAFETY: prctl with integer arguments. If the runtime dies before
     // "created", take the half-built container down with it.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // keep_fds was checked against the fds really open (create.rs).
     let mut keep: Vec<i32> = (3..3 + init.keep_fds as i32).collect();
+    keep.extend(crate::log::fd());
     keep.extend([init.chan.0.as_raw_fd(), init.fifo.as_raw_fd()]);
     keep.extend(init.console.iter().map(|c| c.as_raw_fd()));
     keep.extend(init.plan.join.iter().map(|(_, fd)| fd.as_raw_fd()));

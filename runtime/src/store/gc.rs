@@ -27,9 +27,9 @@ impl Store {
     pub fn clean_stale_work(&self) -> Result<Vec<String>, StoreError> {
         let mut removed = work::clean_stale(&self.root.join("tmp"))?;
         // RAM staging of this user's crashed pulls (best effort: it may not exist).
-        removed.extend(
-            work::clean_stale(&crate::image::convert::ram_staging_root()).unwrap_or_default(),
-        );
+        if let Some(ram) = crate::image::convert::trusted_ram_staging_root() {
+            removed.extend(work::clean_stale(&ram).unwrap_or_default());
+        }
         for w in &removed {
             tracing::info!(work = %w, "removed stale work directory");
         }
