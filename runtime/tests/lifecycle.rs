@@ -114,10 +114,14 @@ fn kill_signals_and_force_delete() {
     // a created (never started) container can be deleted
     let id = b.id("created");
     assert!(b.create(&id).status.success());
-    let pid = b.state(&id).unwrap()["pid"].as_i64().unwrap();
+    let pid = b.state(&id).unwrap()["pid"].as_i64().unwrap() as i32;
     assert!(b.berth(&["delete", &id]).status.success());
+    assert!(!b.root.join(&id).exists(), "state removed");
+    // The init is gone (a zombie at most, until pid 1 reaps it).
+    let init = berth::state::proc_stat(pid);
     assert!(
-        !std::path::Path::new(&format!("/proc/{pid}/exe")).exists() || !b.root.join(&id).exists()
+        init.is_none_or(|(state, _)| state == b'Z' || state == b'X'),
+        "the created container's init was killed: {init:?}"
     );
 }
 

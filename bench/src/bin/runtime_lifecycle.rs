@@ -43,24 +43,14 @@ const CONFIG: &str = r#"{
   }
 }"#;
 
-/// Run a command to completion; returns (wall time, ru_maxrss KiB).
+/// Run a command to completion with null stdio; returns (wall time, ru_maxrss KiB).
 fn run(cmd: &mut Command) -> (Duration, i64) {
-    let t = Instant::now();
-    let child = cmd
+    let quiet = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut status = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child with valid out-pointers.
-    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
-    assert!(
-        r > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed: {status}"
-    );
-    (t.elapsed(), ru.ru_maxrss)
+        .stderr(Stdio::null());
+    let (t, peak) = berth_bench::time_and_peak(quiet);
+    (t, peak as i64)
 }
 
 /// Wall time of each phase of one lifecycle.

@@ -58,7 +58,9 @@ fn apply(d: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
             let s = if v < 0 {
                 "max".to_string()
             } else {
-                (v - m.limit().unwrap_or(0)).max(0).to_string()
+                // An unlimited (-1) or absent memory limit leaves all of it to swap.
+                let limit = m.limit().filter(|l| *l >= 0).unwrap_or(0);
+                v.saturating_sub(limit).max(0).to_string()
             };
             write(d, "memory.swap.max", &s)?;
         }
@@ -78,7 +80,9 @@ fn apply(d: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
             let w = if s == 0 {
                 100
             } else {
-                1 + ((s.max(2) - 2) * 9999) / 262142
+                // shares 2..262144 map onto weight 1..10000 (as runc); clamp
+                // first so a huge value cannot overflow.
+                1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142
             };
             write(d, "cpu.weight", &w.to_string())?;
         }

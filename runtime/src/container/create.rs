@@ -94,6 +94,11 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
     })?;
     cleanup.cgroups = crate::cgroups::setup(&bundle.spec, &o.id, rootless)?;
     let (listen_fds, extra_env) = listen_fds();
+    let keep_fds = o
+        .preserve_fds
+        .checked_add(listen_fds)
+        .ok_or_else(|| ContainerError::Other("too many preserved fds".into()))
+        .and_then(super::checked_preserved_fds)?;
     let (parent_end, child_end) = sync::pair()?;
     let fast = plan.join.is_empty();
     let flags = if fast { plan.new } else { CloneFlags::empty() };
@@ -109,7 +114,7 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
         source,
     })?;
     let mut pid = match child {
-        Forked::Child => {
+        Forked::Child => fork::in_child(|| {
             drop(parent_end);
             init::run(Init {
                 id: &o.id,
@@ -119,14 +124,14 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
                 fifo: fifo_fd,
                 console,
                 no_new_keyring: o.no_new_keyring,
-                keep_fds: o.preserve_fds + listen_fds,
+                keep_fds,
                 extra_env,
                 fast,
                 handshake,
                 // Only read by createContainer hooks, which imply the handshake.
                 host_pid: 0,
             })
-        }
+        }),
         Forked::Parent(p) => p.as_raw(),
     };
     drop(child_end);

@@ -84,13 +84,14 @@ pub fn exec(root: &Path, id: &str, o: ExecOpts) -> crate::Result<i32> {
         (None, Some(true)) => return Err(crate::console::ConsoleError::NoSocket.into()),
         _ => None,
     };
+    let preserve_fds = super::checked_preserved_fds(o.preserve_fds)?;
     let (parent_end, child_end) = sync::pair()?;
     let me = pexec::self_identity();
     match fork::clone(CloneFlags::empty()).map_err(|source| ContainerError::Sys {
         what: "fork".into(),
         source,
     })? {
-        Forked::Child => {
+        Forked::Child => fork::in_child(|| {
             drop(parent_end);
             let err = child(
                 &st,
@@ -98,13 +99,13 @@ pub fn exec(root: &Path, id: &str, o: ExecOpts) -> crate::Result<i32> {
                 &process,
                 &child_end,
                 console,
-                o.preserve_fds,
+                preserve_fds,
                 me,
                 filter.as_ref(),
             );
             let _ = child_end.send(&Msg::Error(err.to_string()));
-            fork::exit_child(127);
-        }
+            fork::exit_child(127)
+        }),
         Forked::Parent(_) => {}
     }
     drop(child_end);

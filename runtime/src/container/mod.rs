@@ -37,6 +37,29 @@ pub enum ContainerError {
     Other(String),
 }
 
+/// The most fds a caller may pass on (`--preserve-fds` plus `LISTEN_FDS`).
+pub const MAX_PRESERVED_FDS: u32 = 4096;
+
+/// Checks the fds the caller passes on (3 .. 3+`n`): a bounded count, all of
+/// them really open. An fd that is not open would let one of the runtime's
+/// own fds take its number and reach the container.
+pub fn checked_preserved_fds(n: u32) -> Result<u32, ContainerError> {
+    if n > MAX_PRESERVED_FDS {
+        return Err(ContainerError::Other(format!(
+            "{n} preserved fds requested, at most {MAX_PRESERVED_FDS}: lower --preserve-fds or LISTEN_FDS"
+        )));
+    }
+    for fd in 3..3 + n as i32 {
+        // SAFETY: F_GETFD only reads the fd's flags.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(ContainerError::Other(format!(
+                "preserved fd {fd} is not open: pass --preserve-fds/LISTEN_FDS only for fds the caller opened"
+            )));
+        }
+    }
+    Ok(n)
+}
+
 /// Options shared by create and run.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOpts {
