@@ -1,0 +1,215 @@
+//! Changes to a container's rootfs made from a hook, after
+//! [`crate::Container::enter_mount_ns`]. Every container path is resolved
+//! inside the rootfs (openat2 RESOLVE_IN_ROOT through the runtime's
+//! `resolve` module) and mounted through the resolved fd, so a symlink in the
+//! image can never redirect a mount or a write to the host.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use berth::resolve;
+use berth::rootfs::mount::{bind, parse_options};
+
+/// Errors changing the rootfs.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// The rootfs itself cannot be opened.
+    #[error("cannot open the container rootfs {}: {source}", path.display())]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A container path cannot be resolved or created.
+    #[error("cannot {what} {} in the container: {source}", path.display())]
+    Path {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The host source does not exist.
+    #[error("host path {} does not exist: {source}", path.display())]
+    Source {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// mount(2) failed.
+    #[error("cannot bind {} onto {} in the container: {reason}", src.display(), dst.display())]
+    Mount {
+        src: PathBuf,
+        dst: PathBuf,
+        reason: String,
+    },
+}
+
+/// How a host path is bound into the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read-only, nosuid, nodev: libraries, tools, configuration.
+    ReadOnly,
+    /// Writable, nosuid, nodev: sockets and scratch directories.
+    ReadWrite,
+    /// A device node: nosuid, but device access kept.
+    Device,
+}
+
+impl Access {
+    fn options(self) -> Vec<String> {
+        let o: &[&str] = match self {
+            Access::ReadOnly => &["bind", "ro", "nosuid", "nodev"],
+            Access::ReadWrite => &["bind", "nosuid", "nodev"],
+            Access::Device => &["bind", "nosuid"],
+        };
+        o.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// A container rootfs, opened once.
+#[derive(Debug)]
+pub struct Rootfs {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl Rootfs {
+    /// Opens the rootfs at `path` (as seen in the current mount namespace).
+    pub fn open(path: &Path) -> Result<Self, InjectError> {
+        let fd = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| InjectError::Root {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(Rootfs {
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// The rootfs path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when `dst` exists in the container (a dangling symlink counts as
+    /// missing).
+    pub fn exists(&self, dst: &Path) -> bool {
+        resolve::open_in_root(self.fd.as_fd(), dst).is_ok()
+    }
+
+    /// Where `dst` really is, after resolving its symlinks inside the root:
+    /// a container path (starting with `/`).
+    pub fn resolve(&self, dst: &Path) -> Option<PathBuf> {
+        let fd = resolve::open_in_root(self.fd.as_fd(), dst).ok()?;
+        let real = std::fs::read_link(resolve::fd_path(&fd)).ok()?;
+        let rel = real.strip_prefix(&self.path).ok()?;
+        Some(Path::new("/").join(rel))
+    }
+
+    /// Reads the file `dst` of the container.
+    pub fn read(&self, dst: &Path) -> Result<Vec<u8>, InjectError> {
+        let fd = resolve::open_in_root_flags(self.fd.as_fd(), dst, libc::O_RDONLY)
+            .map_err(path_err("read", dst))?;
+        std::fs::read(resolve::fd_path(&fd)).map_err(path_err("read", dst))
+    }
+
+    /// Binds host `src` (file, directory or device node) onto `dst` in the
+    /// container, creating the mount point; an existing file is covered.
+    pub fn bind(&self, src: &Path, dst: &Path, access: Access) -> Result<(), InjectError> {
+        let md = std::fs::metadata(src).map_err(|source| InjectError::Source {
+            path: src.to_path_buf(),
+            source,
+        })?;
+        let fd = if md.is_dir() {
+            resolve::mkdir_all(self.fd.as_fd(), dst, 0o755)
+        } else {
+            resolve::touch(self.fd.as_fd(), dst, 0o644)
+        }
+        .map_err(path_err("create", dst))?;
+        let mount_err = |reason: String| InjectError::Mount {
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            reason,
+        };
+        let opts = parse_options(&access.options()).map_err(|e| mount_err(e.to_string()))?;
+        bind(src, self.fd.as_fd(), dst, &fd, &opts, false).map_err(|e| mount_err(e.to_string()))
+    }
+
+    /// Writes `contents` to the new or existing file `dst` with `mode`
+    /// (container files the hook generates: wrappers, configuration).
+    pub fn write(&self, dst: &Path, contents: &[u8], mode: u32) -> Result<(), InjectError> {
+        resolve::touch(self.fd.as_fd(), dst, mode).map_err(path_err("create", dst))?;
+        let fd = resolve::open_in_root_flags(
+            self.fd.as_fd(),
+            dst,
+            libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW,
+        )
+        .map_err(path_err("write", dst))?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(contents).map_err(path_err("write", dst))?;
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(path_err("chmod", dst))
+    }
+
+    /// Makes the directory `dst` (and its parents) in the container.
+    pub fn mkdir(&self, dst: &Path) -> Result<(), InjectError> {
+        resolve::mkdir_all(self.fd.as_fd(), dst, 0o755)
+            .map(drop)
+            .map_err(path_err("create", dst))
+    }
+}
+
+fn path_err<'a>(what: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> InjectError + 'a {
+    move |source| InjectError::Path {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_and_read_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::write(root.join("usr/lib/libx.so.1"), b"inside").unwrap();
+        // An absolute symlink is re-rooted, never followed to the host.
+        std::os::unix::fs::symlink("/usr/lib/libx.so.1", root.join("usr/lib/libx.so")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
+        let r = Rootfs::open(root).unwrap();
+        assert_eq!(
+            r.resolve(Path::new("/usr/lib/libx.so")).unwrap(),
+            Path::new("/usr/lib/libx.so.1")
+        );
+        assert_eq!(r.read(Path::new("usr/lib/libx.so")).unwrap(), b"inside");
+        assert!(!r.exists(Path::new("/passwd")));
+        assert!(r.read(Path::new("/passwd")).is_err());
+    }
+
+    #[test]
+    fn write_creates_parents_and_never_follows_a_symlink_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
+        let r = Rootfs::open(root).unwrap();
+        r.write(Path::new("/opt/berth/bin/tool"), b"#!/bin/sh\n", 0o755)
+            .unwrap();
+        let md = std::fs::metadata(root.join("opt/berth/bin/tool")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(md.permissions().mode() & 0o777, 0o755);
+        // `escape` points at a host directory: the write lands in the rootfs.
+        r.write(Path::new("/escape/f"), b"x", 0o644).unwrap();
+        assert!(!outside.path().join("f").exists());
+    }
+}
