@@ -115,6 +115,11 @@ impl Plan {
         self.new.contains(f) || self.joins(f)
     }
 
+    /// Created for the container (not joined): its members are the container's.
+    pub fn creates(&self, f: CloneFlags) -> bool {
+        self.new.contains(f)
+    }
+
     /// Joined by path.
     pub fn joins(&self, f: CloneFlags) -> bool {
         self.join.iter().any(|(j, _)| *j == f)

@@ -77,10 +77,17 @@ pub struct State {
     pub owner: u32,
     /// Hooks still to run at start (poststart) and delete (poststop).
     pub hooks: Option<Hooks>,
-    /// Cgroup directories berth created and must remove.
+    /// Cgroup directories the container's processes are in.
     pub cgroups: Vec<PathBuf>,
+    /// The subset berth created and removes at delete.
+    #[serde(default)]
+    pub cgroups_created: Vec<PathBuf>,
     /// Whether the container has its own pid namespace (kill --all, delete).
     pub own_pidns: bool,
+    /// Whether the container created its own mount namespace: without a pid
+    /// namespace or cgroup, its members are the processes in that namespace.
+    #[serde(default)]
+    pub own_mntns: bool,
 }
 
 /// The OCI `state` output.

@@ -87,25 +87,49 @@ fn kill_signals_and_force_delete() {
         &[
             "sh",
             "-c",
-            "trap 'echo got-term; exit 3' TERM; while true; do sleep 0.05; done",
+            "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.05; done",
         ],
     );
     let id = b.id("kill");
     assert!(b.create(&id).status.success());
     assert!(b.berth(&["start", &id]).status.success());
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The trap is set once "ready" is printed.
+    let out = b.wait_output(&id, "ready");
+    assert!(out.contains("ready"), "{out}");
     assert!(b.berth(&["kill", &id, "SIGTERM"]).status.success());
     b.wait_stopped(&id);
     assert!(b.output_of(&id).contains("got-term"));
     assert!(b.berth(&["delete", &id]).status.success());
-    // --all and delete --force on a running container
-    b.config["process"]["args"] = json!(["sh", "-c", "sleep 30 & sleep 30"]);
-    let id = b.id("force");
+    // --all reaches every process even without a pid namespace, where
+    // killing the init alone would leave its child running.
+    b.config["linux"]["namespaces"] =
+        json!([{"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]);
+    b.config["process"]["args"] = json!(["sh", "-c", "sleep 30 & echo child=$!; wait"]);
+    let id = b.id("all");
     assert!(b.create(&id).status.success());
     assert!(b.berth(&["start", &id]).status.success());
+    let out = b.wait_output(&id, "child=");
+    let child: i32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("child="))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no child pid in {out:?}"));
+    assert!(berth::state::process_alive(
+        child,
+        berth::state::proc_stat(child).unwrap().1
+    ));
     assert!(b.berth(&["kill", "--all", &id, "9"]).status.success());
     b.wait_stopped(&id);
+    let t = std::time::Instant::now();
+    while berth::state::proc_stat(child).is_some_and(|(s, _)| s != b'Z' && s != b'X') {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "kill --all left the child {child} running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(b.berth(&["delete", &id]).status.success());
+    b.config = default_config(&["sh", "-c", "sleep 30 & sleep 30"]);
     let id = b.id("force2");
     assert!(b.create(&id).status.success());
     assert!(b.berth(&["start", &id]).status.success());

@@ -47,8 +47,9 @@ fn cgroup_limits_are_applied_and_removed() {
         "init in the cgroup: {procs}"
     );
     assert!(b.berth(&["start", &id]).status.success());
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(b.output_of(&id).contains(&path), "{}", b.output_of(&id));
+    // The container prints its cgroup then sleeps: wait for the line.
+    let out = b.wait_output(&id, &path);
+    assert!(out.contains(&path), "{out}");
     assert!(b.berth(&["delete", "--force", &id]).status.success());
     let leaf = if v2 {
         format!("/sys/fs/cgroup{path}")
@@ -61,6 +62,67 @@ fn cgroup_limits_are_applied_and_removed() {
         let _ = std::fs::remove_dir(e.path().join("berth-test"));
     }
     let _ = std::fs::remove_dir("/sys/fs/cgroup/berth-test");
+}
+
+/// The pids hierarchy's view of `path` (present on v1 and v2 hosts alike).
+fn pids_dir(path: &str) -> std::path::PathBuf {
+    let v1 = std::path::Path::new("/sys/fs/cgroup/pids");
+    if v1.exists() {
+        v1.join(path.trim_start_matches('/'))
+    } else {
+        std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'))
+    }
+}
+
+#[test]
+fn existing_cgroup_is_joined_and_kept_new_ones_are_not_leaked() {
+    // A caller-made cgroup (Podman, systemd) is joined and left in place.
+    let mut b = Bundle::new("cgkeep", &["sleep", "30"]);
+    let id = b.id("keep");
+    let path = format!("/berth-test-keep/{id}");
+    let dir = pids_dir(&path);
+    std::fs::create_dir_all(&dir).unwrap();
+    b.config["linux"]["cgroupsPath"] = path.clone().into();
+    b.config["linux"]["resources"] = json!({"pids": {"limit": 50}});
+    assert!(b.create(&id).status.success(), "{}", b.output_of(&id));
+    let pid = b.state(&id).unwrap()["pid"].as_i64().unwrap();
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|l| l.trim() == pid.to_string()),
+        "{procs}"
+    );
+    assert!(b.berth(&["delete", "--force", &id]).status.success());
+    assert!(
+        dir.exists(),
+        "a cgroup berth did not create must survive delete"
+    );
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir(dir.parent().unwrap());
+
+    // A limit the kernel refuses fails the create and leaves no cgroup.
+    let id = b.id("refused");
+    let path = format!("/berth-test-refused/{id}");
+    b.config["linux"]["cgroupsPath"] = path.clone().into();
+    b.config["linux"]["resources"] =
+        json!({"pids": {"limit": 50}, "cpu": {"quota": 1, "period": 100000}});
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "cgroup");
+    assert!(!pids_dir(&path).exists(), "half-made cgroup {} left", path);
+    let _ = std::fs::remove_dir(pids_dir("/berth-test-refused"));
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        assert!(
+            !e.path().join(path.trim_start_matches('/')).exists(),
+            "{:?}",
+            e.path()
+        );
+        let _ = std::fs::remove_dir(e.path().join("berth-test-refused"));
+    }
+
+    // `..` could climb out of the cgroup tree: refused before anything is made.
+    let id = b.id("dotdot");
+    b.config["linux"]["cgroupsPath"] = "/berth-test/../../escape".into();
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "`..` is not allowed");
 }
 
 #[test]

@@ -24,6 +24,37 @@ pub enum CgroupError {
     RootlessLimits,
     #[error("invalid cgroupsPath {0:?}: systemd slice syntax needs the systemd cgroup manager, which berth does not implement yet")]
     Systemd(String),
+    #[error("invalid cgroupsPath {0:?}: `..` is not allowed (it could leave the cgroup tree)")]
+    DotDot(String),
+    #[error("cannot remove cgroup {}: still in use after the container's processes were killed: run `berth delete --force` again", .0.display())]
+    Busy(PathBuf),
+}
+
+/// Where a container was placed: every directory it joins, and those berth
+/// made for it (only these are removed at delete; an existing cgroupsPath,
+/// made by a caller such as Podman or systemd, is joined and left alone).
+#[derive(Debug, Default, Clone)]
+pub struct Placement {
+    /// Directories the container's processes are added to.
+    pub dirs: Vec<PathBuf>,
+    /// The subset berth created.
+    pub created: Vec<PathBuf>,
+}
+
+impl Placement {
+    /// Adds `dir`, noting whether berth is about to create it.
+    pub(crate) fn push(&mut self, dir: PathBuf) {
+        if !dir.exists() {
+            self.created.push(dir.clone());
+        }
+        self.dirs.push(dir);
+    }
+
+    /// Undoes a setup that failed half-way, then passes the error on.
+    pub(crate) fn undo(&self, e: CgroupError) -> CgroupError {
+        let _ = remove(&self.created);
+        e
+    }
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
@@ -53,15 +84,16 @@ fn has_limits(r: &LinuxResources) -> bool {
             .is_some_and(|d| d.iter().any(|d| !d.allow()))
 }
 
-/// Create the container's cgroup(s) and apply limits. Returns the created
-/// directories (empty when no cgroup was asked for).
-pub fn setup(spec: &Spec, id: &str, rootless: bool) -> Result<Vec<PathBuf>, CgroupError> {
+/// Create the container's cgroup(s) and apply limits. Returns where the
+/// container goes (empty when no cgroup was asked for). On error nothing
+/// berth created is left behind.
+pub fn setup(spec: &Spec, id: &str, rootless: bool) -> Result<Placement, CgroupError> {
     let linux = spec.linux().as_ref();
     let path = linux.and_then(|l| l.cgroups_path().clone());
     let res = linux.and_then(|l| l.resources().clone());
     let limits = res.as_ref().is_some_and(has_limits);
     if path.is_none() && !limits {
-        return Ok(Vec::new());
+        return Ok(Placement::default());
     }
     if rootless {
         if limits {
@@ -70,11 +102,14 @@ pub fn setup(spec: &Spec, id: &str, rootless: bool) -> Result<Vec<PathBuf>, Cgro
         crate::log::warn(
             "rootless container: cgroupsPath ignored, the container stays in the caller's cgroup",
         );
-        return Ok(Vec::new());
+        return Ok(Placement::default());
     }
     let rel = match &path {
         Some(p) if p.to_string_lossy().contains(':') => {
             return Err(CgroupError::Systemd(p.display().to_string()))
+        }
+        Some(p) if p.components().any(|c| c == std::path::Component::ParentDir) => {
+            return Err(CgroupError::DotDot(p.display().to_string()))
         }
         // Relative paths are placed under berth's own subtree; absolute ones as given.
         Some(p) if p.is_absolute() => p.strip_prefix("/").unwrap_or(p).to_path_buf(),
@@ -108,18 +143,29 @@ pub fn procs(dirs: &[PathBuf]) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// Remove the directories berth created (the processes must be gone).
-pub fn remove(dirs: &[PathBuf]) {
+/// Remove the directories berth created (the processes must be gone). A
+/// directory still busy after a grace period is an error, so the caller keeps
+/// the state that names it instead of forgetting a live cgroup.
+pub fn remove(dirs: &[PathBuf]) -> Result<(), CgroupError> {
+    let mut busy = None;
     for d in dirs {
-        for _ in 0..50 {
+        let mut gone = false;
+        for _ in 0..250 {
             match std::fs::remove_dir(d) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Ok(()) => gone = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone = true,
                 // EBUSY until the kernel has finished reaping the last task.
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
             }
+            if gone {
+                break;
+            }
+        }
+        if !gone && busy.is_none() {
+            busy = Some(d.clone());
         }
     }
+    busy.map_or(Ok(()), |d| Err(CgroupError::Busy(d)))
 }
 
 pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {

@@ -1,6 +1,6 @@
 //! cgroup v1 (and the hybrid layout): one directory per mounted hierarchy.
 
-use super::{check_unsupported, io, write, CgroupError};
+use super::{check_unsupported, io, write, CgroupError, Placement};
 use crate::rootfs::devices;
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ pub fn setup(
     rel: &Path,
     res: Option<&LinuxResources>,
     devs: &[LinuxDevice],
-) -> Result<Vec<PathBuf>, CgroupError> {
+) -> Result<Placement, CgroupError> {
     if let Some(r) = res {
         check_unsupported(r)?;
         if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
@@ -21,7 +21,7 @@ pub fn setup(
             ));
         }
     }
-    let mut dirs = Vec::new();
+    let mut placed = Placement::default();
     let entries = std::fs::read_dir(ROOT).map_err(io(Path::new(ROOT)))?;
     for e in entries.flatten() {
         let hier = e.path();
@@ -30,13 +30,13 @@ pub fn setup(
         if !e.file_type().is_ok_and(|t| t.is_dir()) || !hier.join("cgroup.procs").exists() {
             continue;
         }
-        mkdir(&hier, rel)?;
-        dirs.push(hier.join(rel));
+        placed.push(hier.join(rel));
+        mkdir(&hier, rel).map_err(|e| placed.undo(e))?;
     }
     if let Some(r) = res {
-        apply_to(rel, r, devs)?;
+        apply_to(rel, r, devs).map_err(|e| placed.undo(e))?;
     }
-    Ok(dirs)
+    Ok(placed)
 }
 
 /// mkdir -p, copying cpuset.cpus/mems down each new level: a cpuset

@@ -1,6 +1,6 @@
 //! cgroup v2 (unified): one directory, controllers enabled in every parent.
 
-use super::{check_unsupported, io, write, CgroupError};
+use super::{check_unsupported, io, write, CgroupError, Placement};
 use oci_spec::runtime::{LinuxDevice, LinuxResources};
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,7 @@ pub fn setup(
     rel: &Path,
     res: Option<&LinuxResources>,
     _devs: &[LinuxDevice],
-) -> Result<Vec<PathBuf>, CgroupError> {
+) -> Result<Placement, CgroupError> {
     if let Some(r) = res {
         check_unsupported(r)?;
         // Device rules on v2 need an eBPF program; refuse rather than run
@@ -26,7 +26,9 @@ pub fn setup(
         }
     }
     let d = Path::new(ROOT).join(rel);
-    std::fs::create_dir_all(&d).map_err(io(&d))?;
+    let mut placed = Placement::default();
+    placed.push(d.clone());
+    std::fs::create_dir_all(&d).map_err(|e| placed.undo(io(&d)(e)))?;
     if let Some(r) = res {
         // Enable what we need from the root down to our parent.
         let mut cur = PathBuf::from(ROOT);
@@ -40,9 +42,9 @@ pub fn setup(
             let _ = std::fs::write(cur.join("cgroup.subtree_control"), want.join(" "));
             cur.push(comp);
         }
-        apply(&d, r)?;
+        apply(&d, r).map_err(|e| placed.undo(e))?;
     }
-    Ok(vec![d])
+    Ok(placed)
 }
 
 fn apply(d: &Path, r: &LinuxResources) -> Result<(), CgroupError> {

@@ -29,7 +29,7 @@ struct Cleanup {
     root: PathBuf,
     id: String,
     pid: Option<i32>,
-    cgroups: Vec<PathBuf>,
+    cgroups: crate::cgroups::Placement,
     armed: bool,
 }
 
@@ -42,7 +42,9 @@ impl Drop for Cleanup {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(Pid::from_raw(p), None);
         }
-        crate::cgroups::remove(&self.cgroups);
+        if let Err(e) = crate::cgroups::remove(&self.cgroups.created) {
+            crate::log::warn(&e.to_string());
+        }
         let _ = State::remove(&self.root, &self.id);
     }
 }
@@ -65,7 +67,7 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
         root: o.root.clone(),
         id: o.id.clone(),
         pid: None,
-        cgroups: Vec::new(),
+        cgroups: Default::default(),
         armed: true,
     };
     let fifo = dir.join("exec.fifo");
@@ -106,7 +108,7 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
     let runtime_hooks = hooks.is_some_and(|h| {
         h.prestart().is_some() || h.create_runtime().is_some() || h.create_container().is_some()
     });
-    let handshake = !fast || runtime_hooks || !cleanup.cgroups.is_empty();
+    let handshake = !fast || runtime_hooks || !cleanup.cgroups.dirs.is_empty();
     // Without hooks or cgroups there is nothing to do between mounts and
     // pivot_root, so the init does not stop for a round trip.
     let child = fork::clone(flags).map_err(|source| ContainerError::Sys {
@@ -163,7 +165,7 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
                 if let Some(i) = intermediate.take() {
                     let _ = nix::sys::wait::waitpid(Pid::from_raw(i), None);
                 }
-                crate::cgroups::add(&cleanup.cgroups, pid)?;
+                crate::cgroups::add(&cleanup.cgroups.dirs, pid)?;
                 run_runtime_hooks(&bundle, &o.id, pid)?;
                 parent_end.send(&Msg::HooksDone(pid))?;
             }
@@ -193,8 +195,10 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
         created: crate::log::timestamp(),
         owner: nix::unistd::geteuid().as_raw(),
         hooks: spec.hooks().clone(),
-        cgroups: cleanup.cgroups.clone(),
+        cgroups: cleanup.cgroups.dirs.clone(),
+        cgroups_created: cleanup.cgroups.created.clone(),
         own_pidns: plan.has(CloneFlags::CLONE_NEWPID),
+        own_mntns: plan.creates(CloneFlags::CLONE_NEWNS),
     };
     st.save(&o.root)?;
     if let Some(p) = &o.pid_file {

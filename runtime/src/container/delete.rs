@@ -35,12 +35,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> crate::Result<()> {
         }
     }
     if !st.own_pidns {
-        // Without a pid namespace, killing init does not take its children.
+        // Without a pid namespace, killing init does not take the others.
         for p in super::kill::members(&st) {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         }
     }
-    crate::cgroups::remove(&st.cgroups);
+    // A cgroup we cannot remove keeps the state, so a later delete retries.
+    crate::cgroups::remove(&st.cgroups_created)?;
     State::remove(root, id)?;
     if let Some(h) = st.hooks.as_ref().and_then(|h| h.poststop().clone()) {
         let state = serde_json::to_string(&st.oci(Status::Stopped)).expect("state serializes");

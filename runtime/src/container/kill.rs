@@ -41,16 +41,28 @@ pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> crate::Result<()> 
     Ok(())
 }
 
-/// Processes that belong to the container besides the init.
+/// Processes that belong to the container: those in its cgroup, else those
+/// in a namespace it created (pid, then mount). Without either, only the
+/// init is known to be the container's.
 pub fn members(st: &State) -> Vec<i32> {
     let procs = crate::cgroups::procs(&st.cgroups);
     if !procs.is_empty() || !st.cgroups.is_empty() {
         return procs;
     }
-    if !st.own_pidns {
-        return Vec::new();
+    if st.own_pidns {
+        return in_namespace(st.pid, "pid");
     }
-    let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", st.pid)) else {
+    if st.own_mntns {
+        // Processes that joined the mount namespace (a Slurm step's tasks,
+        // daemons a hook started) or were left behind by the init.
+        return in_namespace(st.pid, "mnt");
+    }
+    Vec::new()
+}
+
+/// Every process sharing `init`'s namespace of type `kind`.
+fn in_namespace(init: i32, kind: &str) -> Vec<i32> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{init}/ns/{kind}")) else {
         return Vec::new();
     };
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -58,6 +70,6 @@ pub fn members(st: &State) -> Vec<i32> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|l| l == ns))
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).is_ok_and(|l| l == ns))
         .collect()
 }

@@ -233,6 +233,19 @@ impl Bundle {
             .unwrap_or_else(|| "unknown".into())
     }
 
+    /// Waits (up to 20 s) until the container's output contains `needle`;
+    /// returns the output.
+    pub fn wait_output(&self, id: &str, needle: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let out = self.output_of(id);
+            if out.contains(needle) || t.elapsed() > Duration::from_secs(20) {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn wait_stopped(&self, id: &str) {
         let t = Instant::now();
         while self.status(id) != "stopped" {
