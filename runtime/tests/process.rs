@@ -138,8 +138,11 @@ fn no_host_fd_leaks_and_preserved_fds() {
         "host fd leaked: {out}"
     );
     // LISTEN_FDS passes fd 3 through and sets the variables.
-    b.config["process"]["args"] =
-        json!(["sh", "-c", "echo fds=$LISTEN_FDS pid=$LISTEN_PID; cat <&3"]);
+    b.config["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "echo fds=$LISTEN_FDS pid=$LISTEN_PID; cat <&3 || echo no-fd-3"
+    ]);
     b.write_config();
     let payload = b.dir.join("payload");
     std::fs::write(&payload, "through-fd-3").unwrap();
@@ -147,13 +150,29 @@ fn no_host_fd_leaks_and_preserved_fds() {
     use std::os::fd::AsRawFd;
     let raw = f.as_raw_fd();
     let out_path = b.dir.join("lf.out");
-    let out = std::fs::File::create(&out_path).unwrap();
-    let mut cmd = b.cmd();
-    cmd.args(["run", "--bundle"])
-        .arg(&b.dir)
-        .arg("lf-x")
-        .env("LISTEN_FDS", "1")
-        .stdout(out);
+    let run_activated = |id: &str, listen_pid: &str| {
+        // `exec` keeps the shell's pid, so $$ is berth's own pid.
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "LISTEN_PID={listen_pid} exec \"$0\" --root \"$1\" run --bundle \"$2\" {id}"
+            ))
+            .arg(BERTH)
+            .arg(&b.root)
+            .arg(&b.dir)
+            .env("LISTEN_FDS", "1")
+            .stdout(std::fs::File::create(&out_path).unwrap());
+        cmd
+    };
+    // LISTEN_PID naming another process: the variables are not ours.
+    let st = run_activated("lf-other", "1").status().unwrap();
+    assert!(st.success());
+    let got = std::fs::read_to_string(&out_path).unwrap();
+    assert!(
+        got.contains("fds= pid=") && got.contains("no-fd-3"),
+        "{got}"
+    );
+    let mut cmd = run_activated("lf-x", "$$");
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {

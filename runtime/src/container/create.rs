@@ -235,13 +235,19 @@ fn run_runtime_hooks(bundle: &Bundle, id: &str, pid: i32) -> crate::Result<()> {
     Ok(())
 }
 
-/// Socket activation: pass LISTEN_FDS fds through, as runc does.
+/// Socket activation: pass LISTEN_FDS fds through, as runc does, but only
+/// when LISTEN_PID names this process (sd_listen_fds(3)): variables inherited
+/// from a socket-activated ancestor do not describe our fds.
 fn listen_fds() -> (u32, Vec<String>) {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        == Some(std::process::id());
     match std::env::var("LISTEN_FDS")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
     {
-        Some(n) if n > 0 => (n, vec![format!("LISTEN_FDS={n}"), "LISTEN_PID=1".into()]),
+        Some(n) if n > 0 && ours => (n, vec![format!("LISTEN_FDS={n}"), "LISTEN_PID=1".into()]),
         _ => (0, Vec::new()),
     }
 }
