@@ -181,7 +181,16 @@ pub fn find(
         }
         if hexish.len() >= 6 && hexish.bytes().all(|b| b.is_ascii_hexdigit()) {
             let all = st.list().map_err(|e| e.to_string())?;
-            if let Some(m) = all.into_iter().find(|m| m.id.hex().starts_with(hexish)) {
+            let mut hits = all.into_iter().filter(|m| m.id.hex().starts_with(hexish));
+            if let Some(m) = hits.next() {
+                if let Some(other) = hits.next() {
+                    return Err(format!(
+                        "image id prefix {hexish} is ambiguous in {}: it matches {} and {}: give more digits",
+                        st.root().display(),
+                        m.id,
+                        other.id
+                    ));
+                }
                 return Ok(Some((st.clone(), m)));
             }
         }
@@ -287,10 +296,12 @@ fn run(cmd: ImageCmd) -> Result<i32, String> {
                 print_json(&report);
             } else {
                 println!(
-                    "removed {} stale work dirs, {} orphans, {} unreferenced images, {} stale step containers",
+                    "removed {} stale work dirs, {} orphans, {} corrupt images, {} unreferenced images, {} leftover files, {} stale step containers",
                     report.stale_work.len(),
                     report.orphans.len(),
+                    report.corrupt.len(),
                     report.unreferenced.len(),
+                    report.leftovers.len(),
                     containers.len()
                 );
             }

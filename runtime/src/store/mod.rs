@@ -96,9 +96,14 @@ fn ref_file_name(reference: &str) -> String {
     s + ".json"
 }
 
+/// The suffix of [`write_atomic`]'s temporary files (`gc` collects old ones).
+const TMP_SUFFIX: &str = ".berth-tmp";
+
 /// Writes `data` to `path` through a temporary name, fsync and rename.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StoreError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}{TMP_SUFFIX}", std::process::id()));
+    let tmp = path.with_file_name(name);
     let mut f = fs::File::create(&tmp).map_err(io_err("cannot write", &tmp))?;
     f.write_all(data)
         .and_then(|_| f.set_permissions(fs::Permissions::from_mode(mode)))
@@ -176,7 +181,9 @@ impl Store {
         Ok(self.image_file(id).is_file().then_some(meta))
     }
 
-    /// Every published image.
+    /// Every published image. An image whose metadata is corrupt is left out
+    /// with a warning (`berth gc` removes it), so one bad file never hides
+    /// the rest of the store.
     pub fn list(&self) -> Result<Vec<ImageMeta>, StoreError> {
         let dir = self.root.join("images");
         let mut out = Vec::new();
@@ -185,8 +192,11 @@ impl Store {
             let name = name.to_string_lossy();
             if let Some(hex) = name.strip_suffix(".json") {
                 if let Ok(id) = Digest::parse(&format!("sha256:{hex}")) {
-                    if let Some(m) = self.get(&id)? {
-                        out.push(m);
+                    match self.get(&id) {
+                        Ok(Some(m)) => out.push(m),
+                        Ok(None) => {}
+                        Err(e @ StoreError::Corrupt { .. }) => crate::log::warn(&e.to_string()),
+                        Err(e) => return Err(e),
                     }
                 }
             }

@@ -98,11 +98,16 @@ impl Env {
         serde_json::from_str(&self.ok(&["pull", "--json", "-q", reference])).unwrap()
     }
 
-    /// Every file under the store except lock files (which may stay), sorted.
+    /// Every file and directory (with a trailing `/`) under the store, except
+    /// lock files (which may stay) and the store's own skeleton directories
+    /// (`images/`, `refs/`, `tmp/`, `locks/`), sorted: a leftover work
+    /// directory shows even when empty.
     pub fn store_files(&self) -> Vec<String> {
         let mut out = Vec::new();
         walk(&self.store, &self.store, &mut out);
-        out.retain(|p| !p.ends_with(".lock"));
+        out.retain(|p| {
+            !p.ends_with(".lock") && !["images/", "refs/", "tmp/", "locks/"].contains(&p.as_str())
+        });
         out.sort();
         out
     }
@@ -113,6 +118,7 @@ fn walk(root: &Path, p: &Path, out: &mut Vec<String>) {
         for e in rd.flatten() {
             let path = e.path();
             if path.is_dir() {
+                out.push(format!("{}/", path.strip_prefix(root).unwrap().display()));
                 walk(root, &path, out);
             } else {
                 out.push(path.strip_prefix(root).unwrap().display().to_string());
