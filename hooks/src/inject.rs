@@ -4,7 +4,7 @@
 //! `resolve` module) and mounted through the resolved fd, so a symlink in the
 //! image can never redirect a mount or a write to the host.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -113,9 +113,20 @@ impl Rootfs {
 
     /// Reads the file `dst` of the container.
     pub fn read(&self, dst: &Path) -> Result<Vec<u8>, InjectError> {
-        let fd = resolve::open_in_root_flags(self.fd.as_fd(), dst, libc::O_RDONLY)
+        let mut buf = Vec::new();
+        self.open_file(dst)?
+            .read_to_end(&mut buf)
             .map_err(path_err("read", dst))?;
-        std::fs::read(resolve::fd_path(&fd)).map_err(path_err("read", dst))
+        Ok(buf)
+    }
+
+    /// Opens the file `dst` of the container for reading (to read only part
+    /// of a large file, such as an ELF header).
+    pub fn open_file(&self, dst: &Path) -> Result<std::fs::File, InjectError> {
+        let fd =
+            resolve::open_in_root_flags(self.fd.as_fd(), dst, libc::O_RDONLY | libc::O_CLOEXEC)
+                .map_err(path_err("read", dst))?;
+        Ok(std::fs::File::from(fd))
     }
 
     /// Binds host `src` (file, directory or device node) onto `dst` in the
@@ -157,6 +168,22 @@ impl Rootfs {
             .map_err(path_err("chmod", dst))
     }
 
+    /// Makes `dst` a symlink to `target` (e.g. a soname link to a library
+    /// beside it), replacing a file or symlink already there (an image's
+    /// stale copy); a directory at `dst` is an error.
+    pub fn symlink(&self, target: &Path, dst: &Path) -> Result<(), InjectError> {
+        let (parent, name) =
+            resolve::parent_and_name(self.fd.as_fd(), dst).map_err(path_err("create", dst))?;
+        let name = Path::new(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.as_bytes()),
+        );
+        match nix::unistd::unlinkat(&parent, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(path_err("replace", dst)(e.into())),
+        }
+        nix::unistd::symlinkat(target, &parent, name).map_err(|e| path_err("link", dst)(e.into()))
+    }
+
     /// Makes the directory `dst` (and its parents) in the container.
     pub fn mkdir(&self, dst: &Path) -> Result<(), InjectError> {
         resolve::mkdir_all(self.fd.as_fd(), dst, 0o755)
@@ -194,6 +221,24 @@ mod tests {
         assert_eq!(r.read(Path::new("usr/lib/libx.so")).unwrap(), b"inside");
         assert!(!r.exists(Path::new("/passwd")));
         assert!(r.read(Path::new("/passwd")).is_err());
+    }
+
+    #[test]
+    fn symlink_replaces_files_inside_the_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("lib")).unwrap();
+        std::fs::write(root.join("lib/libx.so.1"), b"stale").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
+        let r = Rootfs::open(root).unwrap();
+        r.symlink(Path::new("libx.so.2.0"), Path::new("/lib/libx.so.1"))
+            .unwrap();
+        let link = std::fs::read_link(root.join("lib/libx.so.1")).unwrap();
+        assert_eq!(link, Path::new("libx.so.2.0"));
+        r.symlink(Path::new("t"), Path::new("/escape/l")).unwrap();
+        assert!(std::fs::symlink_metadata(outside.path().join("l")).is_err());
+        assert!(r.symlink(Path::new("t"), Path::new("/")).is_err());
     }
 
     #[test]

@@ -7,9 +7,15 @@
 //! uses [`inject::Rootfs`] so every path is resolved inside the rootfs and
 //! nothing is mounted on the host. [`run_main`] is the common `main`.
 
+pub mod barrier;
 pub mod container;
+pub mod elf;
 pub mod inject;
 pub mod ldconfig;
+pub mod libpath;
+pub mod mpi;
+pub mod nvidia;
+pub mod ssh;
 
 use std::io::Read;
 

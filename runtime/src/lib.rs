@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod container;
 pub mod hooks;
+pub mod hooks_d;
 pub mod image;
 pub mod log;
 pub mod namespaces;

@@ -7,6 +7,13 @@ fn main() {
     if let Some(code) = berth::cli::slurm::dispatch() {
         std::process::exit(code);
     }
+    // The admin's hooks.d check.
+    if let Some(code) = berth::cli::hooks::dispatch() {
+        std::process::exit(code);
+    }
+    if let Some(code) = berth::cli::ssh_keygen::dispatch() {
+        std::process::exit(code);
+    }
     // Image commands (pull, load, images, ..., run IMAGE) have their own parser.
     if let Some(code) = berth::cli::image::dispatch() {
         std::process::exit(code);

@@ -17,6 +17,7 @@ use nix::sched::{setns, CloneFlags};
 use serde::Deserialize;
 
 use crate::args::PluginArgs;
+use crate::facts::StepFacts;
 use crate::options::Request;
 use crate::spank::JobInfo;
 
@@ -96,6 +97,7 @@ pub fn create_command(
     groups: &[u32],
     id: &str,
     script_dir: Option<&Path>,
+    facts: &StepFacts,
 ) -> Command {
     let mut cmd = Command::new(&args.runtime);
     cmd.arg("slurm-create");
@@ -143,6 +145,9 @@ pub fn create_command(
     }
     if let Some(dir) = script_dir {
         cmd.arg("--script-dir").arg(dir);
+    }
+    for a in facts.annotations(job) {
+        cmd.arg("--annotation").arg(a);
     }
     cmd
 }
@@ -217,10 +222,11 @@ impl Container {
         job: &JobInfo,
         groups: &[u32],
         script_dir: Option<&Path>,
+        facts: &StepFacts,
     ) -> Result<Self, LaunchError> {
         let id = container_id(job, req.name.as_deref());
         let stdout = run(
-            &mut create_command(args, req, job, groups, &id, script_dir),
+            &mut create_command(args, req, job, groups, &id, script_dir, facts),
             &args.runtime,
         )?;
         // The runtime made the container: from here on, any failure removes it.
@@ -371,6 +377,11 @@ mod tests {
             &[4243, 27],
             "slurm-12.3",
             Some(Path::new("/spool/job12")),
+            &StepFacts {
+                nnodes: Some(2),
+                gpus: Some("0,1".into()),
+                ..StepFacts::default()
+            },
         );
         let argv: Vec<String> = cmd
             .get_args()
@@ -379,7 +390,9 @@ mod tests {
         assert_eq!(
             argv.join(" "),
             "slurm-create --id slurm-12.3 --uid 4242 --gid 4242 --groups 4243,27 \
-             --image reg/img:1 --mount /s:/d:ro --workdir /w --writable --no-mount-home --mpi pmi2 --ssh --script-dir /spool/job12"
+             --image reg/img:1 --mount /s:/d:ro --workdir /w --writable --no-mount-home --mpi pmi2 --ssh --script-dir /spool/job12 \
+             --annotation com.berth.slurm.job_id=12 --annotation com.berth.slurm.step_id=3 \
+             --annotation com.berth.slurm.nnodes=2 --annotation com.berth.gpus=0,1"
         );
     }
 

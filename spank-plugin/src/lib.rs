@@ -7,7 +7,9 @@
 
 pub mod args;
 pub mod env;
+pub mod facts;
 pub mod ffi;
+pub mod gpus;
 pub mod launch;
 pub mod log;
 pub mod options;

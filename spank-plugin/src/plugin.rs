@@ -39,6 +39,8 @@ struct State {
     container: Option<Container>,
     /// The task's working directory before it joined the container.
     job_cwd: Option<std::path::PathBuf>,
+    /// The host GPUs the step's container holds (its `com.berth.gpus`).
+    step_gpus: Option<String>,
     /// An error from a callback whose failure Slurm does not show to the user,
     /// raised again in the task callbacks, whose errors reach srun.
     held: Option<String>,
@@ -142,8 +144,30 @@ fn make_container(sp: Spank, request: &Request) -> Result<Container, String> {
     } else {
         None
     };
-    Container::create(&args(), request, &job, &groups, script_dir.as_deref())
-        .map_err(|e| e.to_string())
+    let env = |k: &str| sp.getenv(k).ok().flatten().filter(|v| !v.is_empty());
+    let (node_id, nnodes, restart_count) = sp.step_counts();
+    let facts = crate::facts::StepFacts {
+        node_id,
+        nnodes,
+        // srun's steps carry the step's list; a batch step only the job's.
+        nodelist: env("SLURM_STEP_NODELIST").or_else(|| env("SLURM_JOB_NODELIST")),
+        restart_count,
+        user: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(job.uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name),
+        gpus: env("SLURM_STEP_GPUS").or_else(|| env("CUDA_VISIBLE_DEVICES")),
+    };
+    with_state(|s| s.step_gpus = facts.gpus.clone());
+    Container::create(
+        &args(),
+        request,
+        &job,
+        &groups,
+        script_dir.as_deref(),
+        &facts,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn args() -> PluginArgs {
@@ -244,6 +268,12 @@ pub unsafe extern "C" fn slurm_spank_task_init(
         let job_has = |name: &str| sp.getenv(name).ok().flatten().is_some();
         for var in crate::env::merge(&created.env, job_has, &keep) {
             sp.setenv(&var.name, &var.value)?;
+        }
+        if let Some(step) = with_state(|s| s.step_gpus.clone()) {
+            let env = |name: &str| sp.getenv(name).ok().flatten();
+            for (name, value) in crate::gpus::task_vars(&step, env)? {
+                sp.setenv(name, &value)?;
+            }
         }
         with_state(|s| {
             let cwd = s.job_cwd.clone();

@@ -38,6 +38,17 @@ fn cstring(s: &str) -> Result<CString, SpankError> {
 /// Slurm's step id of a batch script step (`SLURM_BATCH_SCRIPT` in slurm.h).
 pub const BATCH_STEP: u32 = 0xffff_fffb;
 
+/// A step id as `sacct` writes it: the number, or the name of Slurm's special
+/// steps (`batch`, `extern`, `interactive`).
+pub fn step_name(step_id: u32) -> String {
+    match step_id {
+        BATCH_STEP => "batch".into(),
+        0xffff_fffc => "extern".into(),
+        0xffff_fffa => "interactive".into(),
+        n => n.to_string(),
+    }
+}
+
 /// The job and step a slurmstepd serves, and whose user it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
@@ -63,6 +74,16 @@ impl Spank {
     /// The job id (also available in the job prolog and epilog).
     pub fn job_id(&self) -> Result<u32, SpankError> {
         self.u32_item(spank_item_t::S_JOB_ID)
+    }
+
+    /// This node's index in the step, the step's node count and the job's
+    /// restart count (remote context only); `None` where Slurm refuses one.
+    pub fn step_counts(&self) -> (Option<u32>, Option<u32>, Option<u32>) {
+        (
+            self.u32_item(spank_item_t::S_JOB_NODEID).ok(),
+            self.u32_item(spank_item_t::S_JOB_NNODES).ok(),
+            self.u32_item(spank_item_t::S_SLURM_RESTART_COUNT).ok(),
+        )
     }
 
     /// The job, step and user of this slurmstepd (remote context only).

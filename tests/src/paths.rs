@@ -64,7 +64,17 @@ pub fn spank_plugin() -> PathBuf {
     newest_build("libspank_berth.so")
 }
 
+/// The freshly built `berth-dev` binary (the test kit's own command).
+pub fn berth_dev_bin() -> PathBuf {
+    newest_build("berth-dev")
+}
+
 /// The freshly built `berth` binary.
 pub fn berth_bin() -> PathBuf {
     newest_build("berth")
+}
+
+/// A freshly built hook binary (`berth-hook-NAME`).
+pub fn hook_bin(file: &str) -> PathBuf {
+    newest_build(file)
 }

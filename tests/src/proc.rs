@@ -54,6 +54,23 @@ pub fn with_env(key: &str, value: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Live processes in the namespace that `ns_file` names (a `/proc/PID/ns/KIND`
+/// link or a bind-mounted namespace such as `/run/netns/NAME`).
+pub fn in_namespace(ns_file: &Path, kind: &str) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(ns_file) else {
+        return vec![];
+    };
+    let want = format!("{kind}:[{}]", meta.ino());
+    all_pids()
+        .filter(|&pid| {
+            fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+                .is_ok_and(|l| l.as_os_str() == want.as_str())
+        })
+        .filter(|&pid| is_alive(pid))
+        .collect()
+}
+
 /// Polls `done` every 20 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -154,6 +171,15 @@ fn listening_inode(line: &str, port: u16) -> Option<u64> {
     let local_port = u16::from_str_radix(cols.get(1)?.rsplit_once(':')?.1, 16).ok()?;
     // State 0A is TCP_LISTEN.
     (local_port == port && *cols.get(3)? == "0A").then(|| cols.get(9)?.parse().ok())?
+}
+
+/// True when something listens on TCP `port` in the network namespace of `pid`.
+pub fn listening_in(pid: i32, port: u16) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/net/tcp")).is_ok_and(|t| {
+        t.lines()
+            .skip(1)
+            .any(|l| listening_inode(l, port).is_some())
+    })
 }
 
 /// True when something already listens on TCP `port`.

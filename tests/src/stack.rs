@@ -80,7 +80,35 @@ pub fn images(stack: &Stack) -> Result<image::Catalog, StackError> {
             )?;
         }
     }
+    forget_stale_refs(&catalog);
     Ok(catalog)
+}
+
+/// Removes the test store's tag references to an older build of a test
+/// image: steps pull a tag only when the store has no reference for it, so a
+/// rebuilt image would otherwise never reach the cluster.
+fn forget_stale_refs(catalog: &image::Catalog) {
+    let dir = crate::site::store().join("refs");
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let (Some(reference), Some(id)) = (r["reference"].as_str(), r["id"].as_str()) else {
+            continue;
+        };
+        let stale = catalog.images().iter().any(|img| {
+            reference.ends_with(&format!("/{}:{}", img.repository(), img.tag))
+                && id != img.config_digest
+        });
+        if stale {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot forget a stale image reference: steps may run an older build");
+            }
+        }
+    }
 }
 
 /// Stops the cluster and both registries; reports the first failure.

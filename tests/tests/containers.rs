@@ -5,14 +5,12 @@
 //! left on the node (state, bundles, mounts, loop devices, runtime processes),
 //! which only means something when no other container step runs meanwhile.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use berth_tests::leaks::{assert_clean, leftover, STATE_ROOT};
 use berth_tests::stack::{self, Stack};
 use berth_tests::{paths, proc, site, user};
-
-const STATE_ROOT: &str = "/run/berth";
 
 struct Env {
     stack: Stack,
@@ -58,55 +56,6 @@ fn ok(out: &Output) -> String {
     let (stdout, stderr) = text(out);
     assert!(out.status.success(), "step failed: {stderr}");
     stdout
-}
-
-/// Nothing of any container step is left on the node.
-/// The step containers (`slurm-*`) with an entry in `dir`.
-fn leftover(dir: &str) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("slurm-"))
-        .collect()
-}
-
-fn assert_clean() {
-    // slurmstepd removes the container when the step ends, just after srun returns.
-    let clean = proc::wait_until(Duration::from_secs(10), || {
-        leftover(STATE_ROOT).is_empty() && leftover(&format!("{STATE_ROOT}/bundles")).is_empty()
-    });
-    assert!(
-        clean,
-        "state left: {:?} {:?}",
-        leftover(STATE_ROOT),
-        leftover(&format!("{STATE_ROOT}/bundles"))
-    );
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains("/run/berth/bundles/"),
-        "host mounts left: {mounts}"
-    );
-    let store = site::store();
-    let loops: Vec<String> = std::fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .filter(|f| Path::new(f.trim()).starts_with(&store))
-        .collect();
-    assert!(loops.is_empty(), "loop devices left: {loops:?}");
-    let creators: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|p| proc::is_alive(*p))
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.windows(12).any(|w| w == b"slurm-create"))
-        })
-        .collect();
-    assert!(creators.is_empty(), "runtime processes left: {creators:?}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use berth_tests::cluster::{Cluster, ClusterConfig, ClusterError};
+use berth_tests::cluster::{Cluster, ClusterConfig, ClusterError, SecondNode};
 use berth_tests::daemon::DaemonError;
 use berth_tests::registry::client::Client;
 use berth_tests::registry::{Registry, RegistryConfig, RegistryError};
@@ -32,15 +32,17 @@ impl Drop for StopOnDrop {
 /// Runs `srun ARGS` on the shared cluster; returns its output, failing the test
 /// with srun's error when the step fails.
 fn srun_ok(stack: &stack::Stack, args: &[&str]) -> String {
-    let out = stack
-        .cluster
-        .command("srun")
-        .args(args)
-        .output()
-        .expect("srun runs");
+    let mut srun = stack.cluster.command("srun");
+    srun.args(args);
+    run_ok(srun)
+}
+
+/// Runs `cmd`; returns its output, failing the test with its error when it fails.
+fn run_ok(mut cmd: std::process::Command) -> String {
+    let out = cmd.output().expect("the command runs");
     assert!(
         out.status.success(),
-        "srun failed: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -285,4 +287,250 @@ fn registry_port_conflict_and_teardown() {
     assert!(!err.to_string().contains('\n'));
     reg.stop().expect("teardown");
     assert!(reg.processes().is_empty());
+}
+
+/// An isolated cluster with a node 2 of its own (own namespace, veth and subnet,
+/// distinct per `tag` in 0..4, as tests of one process run at once), so a test
+/// can crash and tear it down without touching the shared one.
+fn isolated_two_node_cluster(dir: &tempfile::TempDir, tag: u32) -> ClusterConfig {
+    let mut cfg = isolated_cluster(dir);
+    let id = std::process::id();
+    let subnet = (id % 60 * 4 + tag + 10) as u8;
+    cfg.second_node = Some(SecondNode {
+        name: format!("iso{id}-{tag}-n2"),
+        netns: format!("bt{id}{tag}"),
+        host_veth: format!("bt{id}{tag}h"),
+        host_addr: [10, 231, subnet, 1].into(),
+        node_addr: [10, 231, subnet, 2].into(),
+        forward_ports: vec![],
+    });
+    cfg
+}
+
+fn link_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+#[test]
+fn second_node_survives_a_crash_and_teardown_removes_its_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = isolated_two_node_cluster(&dir, 0);
+    let n2 = cfg.second_node.clone().unwrap();
+    let guard = StopOnDrop(Cluster::start(cfg.clone()).expect("two-node cluster starts"));
+    let cluster = &guard.0;
+    assert_eq!(
+        cluster.nodes(),
+        vec![cluster.node().to_string(), n2.name.clone()]
+    );
+    assert!(n2.netns_path().exists() && link_exists(&n2.host_veth));
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    assert!(
+        hosts.contains(&format!("{} {}", n2.node_addr, n2.name)),
+        "{hosts}"
+    );
+
+    // A crash: every daemon killed at once, namespace and veth left behind.
+    for pid in cluster.processes() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(proc::wait_until(Duration::from_secs(10), || cluster
+        .processes()
+        .is_empty()));
+    assert!(n2.netns_path().exists(), "the crash left the namespace");
+    let again = Cluster::start(cfg).expect("restarts over the stale namespace and veth");
+    let mut srun = again.command("srun");
+    srun.args(["-p", berth_tests::cluster::MULTI_PARTITION, "-N2", "true"]);
+    run_ok(srun);
+
+    again.stop().expect("teardown succeeds");
+    assert!(
+        again.processes().is_empty(),
+        "left: {:?}",
+        again.processes()
+    );
+    assert!(!n2.netns_path().exists(), "namespace removed");
+    assert!(!link_exists(&n2.host_veth), "veth removed");
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    assert!(
+        !hosts.contains(&n2.name),
+        "/etc/hosts line removed: {hosts}"
+    );
+}
+
+#[test]
+fn multi_partition_runs_one_task_on_each_node() {
+    let stack = stack::services().expect("stack starts");
+    let cluster = &stack.cluster;
+    let multi = cluster
+        .multi_partition()
+        .expect("the shared cluster has a multi-node partition");
+    let mut names: Vec<String> = srun_ok(&stack, &["-p", multi, "-N2", "hostname"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    let mut nodes = cluster.nodes();
+    nodes.sort();
+    assert_eq!(names, nodes, "each node's task prints that node's name");
+    assert_ne!(names[0], names[1]);
+    // This host resolves node 2's name to its address, as a cluster's DNS would.
+    let n2 = cluster.second_node().unwrap();
+    let out = std::process::Command::new("getent")
+        .args(["hosts", &n2.name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("{} ", n2.node_addr)),
+        "getent hosts {}: {text:?}",
+        n2.name
+    );
+}
+
+#[test]
+fn second_node_has_its_own_run_and_shares_var_tmp() {
+    let stack = stack::services().expect("stack starts");
+    let cluster = &stack.cluster;
+    let n2 = cluster
+        .second_node()
+        .expect("the shared cluster has node 2");
+    let name = format!("berth-harness-probe-{}", std::process::id());
+    let on_node = std::path::Path::new("/run").join(&name);
+    let shared = berth_tests::paths::root().join(&name);
+    let script = format!(
+        "echo n2 > {0} && echo n2 > {1}",
+        on_node.display(),
+        shared.display()
+    );
+    let mut sh = cluster.on_second_node("/bin/sh").expect("node 2 runs");
+    sh.args(["-c", &script]);
+    run_ok(sh);
+    let shared_text = std::fs::read_to_string(&shared);
+    let _ = std::fs::remove_file(&shared);
+    assert!(!on_node.exists(), "node 2's /run is not this host's");
+    assert_eq!(shared_text.unwrap(), "n2\n", "/var/tmp is shared");
+
+    // Tasks on node 2 see its /run; tasks on node 1 this host's.
+    let path = on_node.display().to_string();
+    let multi = cluster.multi_partition().unwrap();
+    let seen = srun_ok(&stack, &["-p", multi, "-w", &n2.name, "cat", &path]);
+    assert_eq!(seen, "n2\n");
+    let out = cluster
+        .command("srun")
+        .args(["-w", cluster.node(), "cat", &path])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "node 1 has no such file");
+    let mut rm = cluster.on_second_node("rm").unwrap();
+    rm.arg(&path);
+    run_ok(rm);
+}
+
+#[test]
+fn second_node_reaches_the_registries_on_its_loopback() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let stack = stack::services().expect("stack starts");
+    let netns = stack.cluster.second_node().unwrap().netns_path();
+    let port = stack.plain.config().port;
+    let reply = std::thread::spawn(move || {
+        let ns = std::fs::File::open(netns).unwrap();
+        // SAFETY: switches only this short-lived thread into node 2's network.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("relayed");
+        conn.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    })
+    .join()
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    assert!(reply.contains("Docker-Distribution-Api-Version"), "{reply}");
+}
+
+#[test]
+fn fake_gpus_are_allocated_one_per_task() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let stack = stack::services().expect("stack starts");
+    let dir = stack.cluster.gpu_dir();
+    for i in 0..berth_tests::fake_gpu::GPUS {
+        let meta = std::fs::symlink_metadata(dir.join(format!("nvidia{i}"))).unwrap();
+        assert!(meta.file_type().is_char_device());
+        assert_eq!(
+            meta.rdev(),
+            nix::sys::stat::makedev(berth_tests::fake_gpu::NVIDIA_MAJOR, i.into())
+        );
+    }
+    let script = "echo $SLURM_STEP_GPUS $CUDA_VISIBLE_DEVICES $GPU_DEVICE_ORDINAL";
+    let text = srun_ok(
+        &stack,
+        &["--gpus-per-task=1", "-n2", "-l", "sh", "-c", script],
+    );
+    let mut gpus: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let (_, vars) = l.split_once(": ").expect("labelled line");
+            let vals: Vec<&str> = vars.split(' ').collect();
+            assert_eq!(vals.len(), 3, "one GPU in each variable: {l:?}");
+            assert!(vals.iter().all(|v| *v == vals[0]), "same GPU: {l:?}");
+            vals[0].to_string()
+        })
+        .collect();
+    gpus.sort();
+    gpus.dedup();
+    assert_eq!(gpus.len(), 2, "two tasks, two different GPUs: {text:?}");
+}
+
+#[test]
+fn second_node_setup_failure_is_one_line_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = isolated_two_node_cluster(&dir, 1);
+    let n2 = cfg.second_node.as_mut().unwrap();
+    // Interface names have at most 15 bytes: `ip link add` refuses this one.
+    n2.host_veth = "berth-name-too-long".into();
+    let n2 = n2.clone();
+    let cluster = StopOnDrop(Cluster::new(cfg.clone()));
+    let err = Cluster::start(cfg).expect_err("the veth cannot be made");
+    let msg = err.to_string();
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "node {}: `ip link add berth-name-too-long",
+            n2.name
+        )),
+        "names the node and the command: {msg}"
+    );
+    assert!(cluster.0.processes().is_empty());
+    assert!(!n2.netns_path().exists(), "the namespace made is removed");
+}
+
+#[test]
+fn a_foreign_namespace_of_the_same_name_is_reported_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = isolated_two_node_cluster(&dir, 2);
+    let n2 = cfg.second_node.clone().unwrap();
+    let mut add = std::process::Command::new("ip");
+    add.args(["netns", "add", &n2.netns]);
+    run_ok(add);
+    let cluster = StopOnDrop(Cluster::new(cfg.clone()));
+    let err = Cluster::start(cfg).expect_err("the namespace is taken");
+    let kept = n2.netns_path().exists();
+    let mut del = std::process::Command::new("ip");
+    del.args(["netns", "delete", &n2.netns]);
+    run_ok(del);
+    let msg = err.to_string();
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(
+        msg.contains(&format!("network namespace {} already exists", n2.netns)),
+        "{msg}"
+    );
+    assert!(kept, "another cluster's namespace is not deleted");
+    assert!(cluster.0.processes().is_empty());
 }

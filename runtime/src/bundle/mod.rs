@@ -2,6 +2,7 @@
 //! (optionally under a tmpfs overlay), and a `config.json` generated from the
 //! image config, the site config and the user's options.
 
+pub mod annotations;
 pub mod mount;
 pub mod run;
 pub mod slurm;
@@ -32,4 +33,7 @@ pub enum BundleError {
     /// The runtime failed.
     #[error("{0}")]
     Runtime(String),
+    /// The site's hooks directory is broken or untrusted.
+    #[error(transparent)]
+    HooksD(#[from] crate::hooks_d::HooksDError),
 }

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::annotations;
 use super::mount::{mount_overlay, mount_squashfs, unmount};
 use super::spec::{self, UserOptions};
 use super::BundleError;
@@ -94,6 +95,14 @@ impl Mounted {
     }
 }
 
+/// An image found in (or pulled into) a store, not mounted yet.
+pub(crate) struct Located {
+    store: crate::store::Store,
+    meta: crate::store::ImageMeta,
+    /// The image's run configuration.
+    pub img: RunConfig,
+}
+
 /// Finds (or pulls, per `pull`) `image`, enters a private mount namespace when
 /// root, and mounts the image read-only (under a tmpfs overlay when `writable`)
 /// at `bundles_dir()/<id>/rootfs`.
@@ -105,6 +114,16 @@ pub(crate) fn mount_image(
     writable: bool,
     id: &str,
 ) -> Result<Mounted, BundleError> {
+    mount_located(locate(site, common, image, pull)?, writable, id)
+}
+
+/// Finds (or pulls, per `pull`) `image`.
+pub(crate) fn locate(
+    site: &SiteConfig,
+    common: &crate::cli::image::Common,
+    image: &str,
+    pull: PullPolicy,
+) -> Result<Located, BundleError> {
     let (write, read) = stores(site, common).map_err(BundleError::Invalid)?;
     let rootless = !nix::unistd::geteuid().is_root();
     let local = if pull == PullPolicy::Always {
@@ -131,6 +150,18 @@ pub(crate) fn mount_image(
         }
     };
     let img: RunConfig = serde_json::from_value(meta.config.clone()).unwrap_or_default();
+    Ok(Located { store, meta, img })
+}
+
+/// Enters a private mount namespace when root and mounts `located` as
+/// [`mount_image`] does.
+pub(crate) fn mount_located(
+    located: Located,
+    writable: bool,
+    id: &str,
+) -> Result<Mounted, BundleError> {
+    let Located { store, meta, img } = located;
+    let rootless = !nix::unistd::geteuid().is_root();
     if !rootless {
         // Private mount namespace: our mounts cannot leak to the host and vanish with us.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
@@ -188,26 +219,15 @@ pub(crate) fn mount_image(
 /// Runs the image; returns the container's exit code.
 pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError> {
     let id = format!("berth-run-{}", std::process::id());
-    let mounted = mount_image(site, &a.common, &a.image, a.pull, a.writable, &id)?;
-    let rootless = !nix::unistd::geteuid().is_root();
-    let ids = if rootless {
-        (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        )
-    } else {
-        image_user(&mounted.rootfs, mounted.img.user.as_deref())
-    };
-    let mut annotations = vec![(
-        "org.opencontainers.image.ref.name".to_string(),
-        a.image.clone(),
-    )];
-    if a.mpi {
-        annotations.push(("com.berth.mpi".into(), "true".into()));
-    }
-    if a.ssh {
-        annotations.push(("com.berth.ssh".into(), "true".into()));
-    }
+    let annotations = annotations::build(&annotations::Requested {
+        image: &a.image,
+        mpi: a.mpi,
+        mpi_type: None,
+        ssh: a.ssh,
+        gpus: a.gpus.as_deref(),
+        extra: &a.annotation,
+    })?;
+    let located = locate(site, &a.common, &a.image, a.pull)?;
     let opts = UserOptions {
         mounts: a.mount.clone(),
         env: a.env.clone(),
@@ -217,7 +237,23 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
         writable: a.writable,
         annotations,
     };
-    let spec = spec::build(&mounted.img, site, &opts, ids)?;
+    // The spec (and so the hooks.d selection) before mounting: a broken hooks.d
+    // fails before anything is mounted, and selected hooks get a writable
+    // overlay to inject into (mount points, ld.so.cache). The container's root
+    // stays read-only unless --writable: berth remounts it after the hooks.
+    let mut spec = spec::build(&located.img, site, &opts, (0, 0))?;
+    let overlay = a.writable || crate::hooks_d::any(&spec);
+    let mounted = mount_located(located, overlay, &id)?;
+    let rootless = !nix::unistd::geteuid().is_root();
+    let ids = if rootless {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    } else {
+        image_user(&mounted.rootfs, mounted.img.user.as_deref())
+    };
+    spec::set_user(&mut spec, ids);
     let config = mounted.bundle.join("config.json");
     spec.save(&config)
         .map_err(|e| BundleError::Invalid(format!("cannot write {}: {e}", config.display())))?;

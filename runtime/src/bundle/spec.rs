@@ -1,6 +1,7 @@
 //! `config.json` for an image: process from the image config (Entrypoint,
 //! Cmd, Env, WorkingDir, User) and the user's options, environment rules and
-//! mounts from the site config, user mounts checked against the site policy.
+//! mounts from the site config, user mounts checked against the site policy,
+//! and the site's hooks.d hooks whose conditions match.
 
 use std::path::{Path, PathBuf};
 
@@ -172,6 +173,17 @@ fn bind(src: &Path, dst: &Path, ro: bool) -> Result<oci_spec::runtime::Mount, Bu
         .map_err(|e| invalid(format!("mount {}: {e}", dst.display())))
 }
 
+/// Sets the process's uid and gid (known only once the image is mounted, from
+/// its /etc/passwd).
+pub fn set_user(spec: &mut Spec, (uid, gid): (u32, u32)) {
+    let mut process = spec.process().clone().unwrap_or_default();
+    let mut user = process.user().clone();
+    user.set_uid(uid);
+    user.set_gid(gid);
+    process.set_user(user);
+    spec.set_process(Some(process));
+}
+
 /// Builds the spec for `rootfs` (a path relative to the bundle).
 pub fn build(
     img: &RunConfig,
@@ -191,11 +203,8 @@ pub fn build(
             .unwrap_or_else(|| "/".into()),
     ));
     process.set_terminal(Some(false));
-    let mut user = process.user().clone();
-    user.set_uid(uid_gid.0);
-    user.set_gid(uid_gid.1);
-    process.set_user(user);
     spec.set_process(Some(process));
+    set_user(&mut spec, uid_gid);
     // No UTS namespace (hosts keep their name for MPI and logs), so no hostname.
     spec.set_hostname(None);
     let mut root = spec.root().clone().unwrap_or_default();
@@ -248,6 +257,8 @@ pub fn build(
     if !o.annotations.is_empty() {
         spec.set_annotations(Some(o.annotations.iter().cloned().collect()));
     }
+    // Last: hooks.d conditions look at the annotations, args and mounts above.
+    crate::hooks_d::apply(&crate::hooks_d::site_hooks(site)?, &mut spec);
     Ok(spec)
 }
 

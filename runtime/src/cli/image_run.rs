@@ -43,6 +43,13 @@ pub struct RunImageArgs {
     /// Enable the SSH hook (annotation com.berth.ssh=true).
     #[arg(long)]
     pub ssh: bool,
+    /// Host GPUs for the GPU hook: `all` or indices like `0,1`
+    /// (annotation com.berth.gpus).
+    #[arg(long)]
+    pub gpus: Option<String>,
+    /// Annotation KEY=VALUE for hooks.d selection (repeatable).
+    #[arg(long)]
+    pub annotation: Vec<String>,
     /// When to pull.
     #[arg(long, value_enum, default_value = "missing")]
     pub pull: PullPolicy,

@@ -5,11 +5,13 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 pub mod features;
+pub mod hooks;
 pub mod image;
 mod image_list;
 pub mod image_run;
 pub mod run;
 pub mod slurm;
+pub mod ssh_keygen;
 
 /// berth: an OCI runtime for HPC clusters.
 #[derive(Debug, Parser)]

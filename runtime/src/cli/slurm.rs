@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::bundle::annotations;
 use crate::bundle::slurm::{self, StepRequest};
 use crate::cli::image::Common;
 use crate::site::SiteConfig;
@@ -67,6 +68,10 @@ struct CreateArgs {
     mpi: Option<String>,
     #[arg(long)]
     ssh: bool,
+    /// Annotation KEY=VALUE for hooks.d selection (repeatable): the plugin
+    /// passes the step's facts (com.berth.slurm.*, com.berth.gpus).
+    #[arg(long)]
+    annotation: Vec<String>,
     /// The batch script's directory, bound read-only at the same path.
     #[arg(long)]
     script_dir: Option<PathBuf>,
@@ -81,17 +86,15 @@ fn create(a: CreateArgs) -> Result<(), String> {
         None => SiteConfig::load(),
     }
     .map_err(|e| e.to_string())?;
-    let mut annotations = vec![(
-        "org.opencontainers.image.ref.name".to_string(),
-        a.image.clone(),
-    )];
-    if let Some(t) = &a.mpi {
-        annotations.push(("com.berth.mpi".into(), "true".into()));
-        annotations.push(("com.berth.mpi.type".into(), t.clone()));
-    }
-    if a.ssh {
-        annotations.push(("com.berth.ssh".into(), "true".into()));
-    }
+    let annotations = annotations::build(&annotations::Requested {
+        image: &a.image,
+        mpi: a.mpi.is_some(),
+        mpi_type: a.mpi.as_deref(),
+        ssh: a.ssh,
+        gpus: None,
+        extra: &a.annotation,
+    })
+    .map_err(|e| e.to_string())?;
     let request = StepRequest {
         id: a.id,
         image: a.image,

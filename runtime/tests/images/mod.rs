@@ -1,6 +1,9 @@
 //! Helpers for the image tests: run the built `berth` with its own site
 //! config and store, and look at the store.
 
+// Each test binary uses a subset of these helpers.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

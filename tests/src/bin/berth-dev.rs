@@ -22,6 +22,17 @@ enum Cmd {
     Down,
     /// Bring the stack up and run the demo job on the cluster.
     Demo,
+    /// (internal) Relay 127.0.0.1:PORT inside a network namespace to this host's
+    /// loopback; the cluster runs it for its node 2.
+    #[command(hide = true)]
+    Relay {
+        /// The namespace file, e.g. /run/netns/berth-n2.
+        #[arg(long)]
+        netns: std::path::PathBuf,
+        /// Ports to relay.
+        #[arg(required = true)]
+        ports: Vec<u16>,
+    },
 }
 
 fn up() -> Result<stack::Stack, StackError> {
@@ -54,6 +65,15 @@ fn main() -> ExitCode {
         Cmd::Up => up().map(|_| ()),
         Cmd::Down => stack::down(),
         Cmd::Demo => demo(),
+        Cmd::Relay { netns, ports } => {
+            return match berth_tests::cluster::relay::run(&netns, &ports) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth-dev relay: error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,26 +1,34 @@
-//! A real single-node Slurm cluster (munged, slurmctld, slurmd) for tests and
-//! the demo, all under one directory with its own ports and munge socket, so it
-//! never touches a site's `/etc/slurm` or `/etc/munge`.
+//! A real Slurm cluster (munged, slurmctld, slurmd) for tests and the demo, all
+//! under one directory with its own ports and munge socket, so it never touches a
+//! site's `/etc/slurm` or `/etc/munge`. Node 1 is this host, with fake GPUs; the
+//! default cluster adds node 2, a second slurmd in its own namespaces
+//! ([`node2`]), and a partition with both nodes.
 //!
 //! [`Cluster::start`] is idempotent: when the cluster in that directory already
 //! runs with the same slurm.conf it is reused, otherwise it is (re)started.
 
 mod conf;
+mod network;
+pub mod node2;
 pub mod query;
+pub mod relay;
+mod start;
 
-use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-pub use conf::{NODE_CPUS, PARTITION};
+pub use conf::{MULTI_PARTITION, NODE_CPUS, PARTITION};
+pub use node2::SecondNode;
 
-use crate::daemon::{self, Daemon, DaemonError};
-use crate::{fsutil, paths, proc};
+use crate::daemon::{self, DaemonError};
+use crate::{fake_gpu, fsutil, paths, proc};
 
 /// Environment key marking every process the harness starts for a cluster.
 pub const MARK: &str = "BERTH_DEV_CLUSTER";
+
+/// The harness's name for node 2's loopback relay ([`relay`]).
+const RELAY: &str = "relay";
 
 /// Errors starting or stopping the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,25 @@ pub enum ClusterError {
     /// A job step on the cluster failed.
     #[error("the job step failed ({0}): see the output above and the slurmd log")]
     Step(String),
+    /// The fake GPU device nodes could not be made.
+    #[error(transparent)]
+    FakeGpu(#[from] fake_gpu::FakeGpuError),
+    /// Node 2's network could not be set up or removed.
+    #[error("node {node}: `{step}` failed: {detail}: run as root on a kernel with network namespaces and veth, and see `ip netns list`")]
+    Network {
+        node: String,
+        step: String,
+        detail: String,
+    },
+    /// Node 2's network namespace exists but is not this cluster's.
+    #[error("network namespace {netns} already exists but this cluster did not create it (no {}): stop the cluster that uses it, or `ip netns delete {netns}`", owner.display())]
+    NetnsTaken { netns: String, owner: PathBuf },
+    /// The relay program is missing.
+    #[error("cannot start node 2's loopback relay: {} is not built: run `cargo build -p berth-tests`", path.display())]
+    RelayMissing { path: PathBuf },
+    /// A command was aimed at node 2, which does not run.
+    #[error("node 2 is not running in {}: start the cluster first", dir.display())]
+    NoSecondNode { dir: PathBuf },
     /// Teardown could not stop everything.
     #[error("processes still running after teardown: {0:?}: kill them by hand")]
     Leftover(Vec<i32>),
@@ -77,6 +104,10 @@ pub struct ClusterConfig {
     pub extra_conf: Vec<String>,
     /// How long each daemon may take to become ready.
     pub start_timeout: Duration,
+    /// Fake GPUs on node 1 (`gres/gpu` on [`crate::fake_gpu`] device nodes); 0 for none.
+    pub gpus: u32,
+    /// Node 2 and the multi-node partition, if wanted.
+    pub second_node: Option<SecondNode>,
 }
 
 impl ClusterConfig {
@@ -91,6 +122,8 @@ impl ClusterConfig {
             plugin_args: vec![],
             extra_conf: vec![],
             start_timeout: Duration::from_secs(30),
+            gpus: fake_gpu::GPUS,
+            second_node: None,
         }
     }
 
@@ -103,6 +136,14 @@ impl ClusterConfig {
                 format!("runtime={}", paths::berth_bin().display()),
                 format!("config={}", crate::site::path().display()),
             ],
+            second_node: Some(SecondNode {
+                // Tests name the registries 127.0.0.1:PORT: relay those on node 2.
+                forward_ports: vec![
+                    crate::registry::RegistryConfig::plain().port,
+                    crate::registry::RegistryConfig::secure().port,
+                ],
+                ..SecondNode::default_for(&node_name())
+            }),
             ..Self::at(paths::cluster_dir())
         }
     }
@@ -115,7 +156,7 @@ pub struct Cluster {
     node: String,
 }
 
-/// This host's short name, which is the cluster's one node.
+/// This host's short name, which is the cluster's node 1.
 pub fn node_name() -> String {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -150,9 +191,46 @@ impl Cluster {
         Cluster::start(ClusterConfig::default_for_host())
     }
 
-    /// The node's name.
+    /// Node 1's name (this host's).
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The names of all nodes: node 1, then node 2 when configured.
+    pub fn nodes(&self) -> Vec<String> {
+        let mut nodes = vec![self.node.clone()];
+        nodes.extend(self.cfg.second_node.iter().map(|n| n.name.clone()));
+        nodes
+    }
+
+    /// Node 2, when the cluster has one.
+    pub fn second_node(&self) -> Option<&SecondNode> {
+        self.cfg.second_node.as_ref()
+    }
+
+    /// The partition with every node ([`MULTI_PARTITION`]), when there is node 2.
+    pub fn multi_partition(&self) -> Option<&'static str> {
+        self.cfg.second_node.as_ref().map(|_| MULTI_PARTITION)
+    }
+
+    /// The directory of node 1's fake GPU device nodes (`nvidia0`..., and the
+    /// control nodes, from [`fake_gpu::make_dev_dir`]), which gres.conf lists.
+    pub fn gpu_dir(&self) -> PathBuf {
+        self.cfg.dir.join("gpus")
+    }
+
+    /// A command run as root on node 2 (in its mount, UTS and network namespaces),
+    /// to look at its `/run`, mounts or processes.
+    pub fn on_second_node(&self, program: &str) -> Result<Command, ClusterError> {
+        let pid = self
+            .cfg
+            .second_node
+            .as_ref()
+            .and_then(|n| daemon::running(&self.run_dir(), &n.daemon_name()))
+            .ok_or_else(|| ClusterError::NoSecondNode {
+                dir: self.cfg.dir.clone(),
+            })?;
+        Ok(node2::command_in(pid, program))
     }
 
     /// The cluster's configuration.
@@ -180,9 +258,21 @@ impl Cluster {
         self.cfg.dir.display().to_string()
     }
 
-    /// True when munged, slurmctld and slurmd of this cluster all run.
+    /// The harness's names of this cluster's daemons.
+    fn daemons(&self) -> Vec<String> {
+        let mut names: Vec<String> = ["munged", "slurmctld", "slurmd"].map(String::from).into();
+        if let Some(n2) = &self.cfg.second_node {
+            names.push(n2.daemon_name());
+            if !n2.forward_ports.is_empty() {
+                names.push(RELAY.into());
+            }
+        }
+        names
+    }
+
+    /// True when every daemon of this cluster runs.
     pub fn is_running(&self) -> bool {
-        ["munged", "slurmctld", "slurmd"]
+        self.daemons()
             .iter()
             .all(|d| daemon::running(&self.run_dir(), d).is_some())
     }
@@ -192,201 +282,37 @@ impl Cluster {
     pub fn processes(&self) -> Vec<i32> {
         let mut pids = proc::with_env(MARK, &self.mark());
         pids.extend(proc::with_unix_socket_under(&self.cfg.dir.join("spool")));
+        // Node 2's slurmstepds bind their sockets in its network namespace.
+        pids.extend(self.network().map(|n| n.processes()).unwrap_or_default());
         pids.sort_unstable();
         pids.dedup();
         pids
     }
 
-    fn write_configs(&self) -> Result<bool, ClusterError> {
-        let d = &self.cfg.dir;
-        for (sub, mode) in [
-            ("", 0o755),
-            ("run", 0o755),
-            ("munge", 0o755),
-            ("state", 0o700),
-            ("spool", 0o755),
-        ] {
-            mkdir(&d.join(sub), mode)?;
-        }
-        let slurm_conf = conf::slurm_conf(&self.cfg, &self.node);
-        let unchanged = fs::read_to_string(self.conf_path()).is_ok_and(|old| old == slurm_conf);
-        write(&self.conf_path(), &slurm_conf, 0o644)?;
-        write(&d.join("cgroup.conf"), &conf::cgroup_conf(), 0o644)?;
-        // slurmstepd reads plugstack.conf at every step, so it can change under a
-        // running cluster without a restart.
-        let plugstack = conf::plugstack_conf(self.cfg.plugin.as_deref(), &self.cfg.plugin_args);
-        write(&d.join("plugstack.conf"), &plugstack, 0o644)?;
-        let key = d.join("munge/munge.key");
-        if !key.exists() {
-            let mut bytes = vec![0u8; 1024];
-            fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut bytes))
-                .map_err(|source| ClusterError::Io {
-                    path: key.clone(),
-                    source,
-                })?;
-            write_bytes(&key, &bytes, 0o600)?;
-        }
-        Ok(unchanged)
-    }
-
-    fn start_daemons(&self) -> Result<(), ClusterError> {
-        let unchanged = self.write_configs()?;
-        if unchanged && self.is_running() {
-            return self.wait_node();
-        }
-        self.stop()?;
-        for (daemon, port) in [
-            ("slurmctld", self.cfg.ctld_port),
-            ("slurmd", self.cfg.slurmd_port),
-        ] {
-            if proc::port_in_use(port) {
-                let owner = proc::port_owner(port)
-                    .map(|(pid, comm)| format!("pid {pid} ({comm})"))
-                    .unwrap_or_else(|| "another program".into());
-                return Err(ClusterError::PortTaken {
-                    daemon,
-                    port,
-                    owner,
-                });
-            }
-        }
-        let result = self.spawn_all();
-        if result.is_err() {
-            // Leave nothing half-started behind: the caller sees the first cause.
-            let _ = self.stop();
-        }
-        result
-    }
-
-    fn daemon<'a>(
-        &'a self,
-        name: &'a str,
-        program: &'a str,
-        package: &'a str,
-        args: Vec<String>,
-        run_dir: &'a Path,
-        mark: &'a str,
-    ) -> Daemon<'a> {
-        Daemon {
-            name,
-            program,
-            args,
-            package,
-            run_dir,
-            mark: (MARK, mark),
-            env: vec![("SLURM_CONF".into(), self.conf_path().display().to_string())],
-        }
-    }
-
-    fn spawn_all(&self) -> Result<(), ClusterError> {
-        let d = self.cfg.dir.display().to_string();
-        let run_dir = self.run_dir();
-        let mark = self.mark();
-        let timeout = self.cfg.start_timeout;
-        let socket = self.cfg.dir.join("munge/munge.socket");
-        let munged = self.daemon(
-            "munged",
-            "/usr/sbin/munged",
-            "munge",
-            vec![
-                "--foreground".into(),
-                // munged refuses to run as root without --force; the key and socket are ours.
-                "--force".into(),
-                format!("--socket={}", socket.display()),
-                format!("--key-file={d}/munge/munge.key"),
-                format!("--pid-file={d}/run/munged.munge.pid"),
-                format!("--seed-file={d}/munge/munge.seed"),
-            ],
-            &run_dir,
-            &mark,
-        );
-        munged.start(timeout, || socket.exists())?;
-
-        let conf = self.conf_path().display().to_string();
-        let ctld_port = self.cfg.ctld_port;
-        let ctld = self.daemon(
-            "slurmctld",
-            "/usr/sbin/slurmctld",
-            "slurm-wlm",
-            vec![
-                "-D".into(),
-                "-c".into(),
-                "-i".into(),
-                "-f".into(),
-                conf.clone(),
-            ],
-            &run_dir,
-            &mark,
-        );
-        ctld.start(timeout, || {
-            std::net::TcpStream::connect(("127.0.0.1", ctld_port)).is_ok()
-        })?;
-
-        let slurmd = self.daemon(
-            "slurmd",
-            "/usr/sbin/slurmd",
-            "slurm-wlm",
-            vec![
-                "-D".into(),
-                "-N".into(),
-                self.node.clone(),
-                "-f".into(),
-                conf,
-            ],
-            &run_dir,
-            &mark,
-        );
-        let node = self.node.clone();
-        slurmd
-            .start(timeout, || self.node_state().is_some_and(|s| s.is_usable()))
-            .map(|_| ())
-            .map_err(|e| match e {
-                // slurmd runs but the node stays down: say what Slurm says about it.
-                DaemonError::Timeout { .. } => self.not_ready(&node),
-                other => other.into(),
-            })
-    }
-
-    fn node_state(&self) -> Option<query::NodeState> {
-        let mut sinfo = self.command("sinfo");
-        sinfo.args(["--json", "--nodes", &self.node]);
-        query::node_state(sinfo, &self.node)
-    }
-
-    fn not_ready(&self, node: &str) -> ClusterError {
-        let state = self.node_state();
-        ClusterError::NodeNotReady {
-            node: node.into(),
-            state: state
-                .as_ref()
-                .map(|s| s.states.join("+"))
-                .unwrap_or_else(|| "unknown".into()),
-            reason: state.map(|s| s.reason).unwrap_or_default(),
-            secs: self.cfg.start_timeout.as_secs(),
-            log: self.run_dir().join("slurmd.log"),
-        }
-    }
-
-    fn wait_node(&self) -> Result<(), ClusterError> {
-        if proc::wait_until(self.cfg.start_timeout, || {
-            self.node_state().is_some_and(|s| s.is_usable())
-        }) {
-            Ok(())
-        } else {
-            Err(self.not_ready(&self.node))
-        }
+    /// Node 2's network, when the cluster has node 2.
+    fn network(&self) -> Option<network::Network<'_>> {
+        let node = self.cfg.second_node.as_ref()?;
+        Some(network::Network {
+            node,
+            run_dir: self.run_dir(),
+        })
     }
 
     /// Cancels every job, stops the daemons and kills anything left that the
-    /// harness started (slurmstepd included). Fails if a process survives.
+    /// harness started (slurmstepd included), then removes node 2's network.
+    /// Fails if a process or node 2's network survives.
     pub fn stop(&self) -> Result<(), ClusterError> {
         let run_dir = self.run_dir();
         if daemon::running(&run_dir, "slurmctld").is_some() {
-            let _ = self
-                .command("scancel")
-                .args(["--partition", PARTITION])
-                .output();
+            for partition in [Some(PARTITION), self.multi_partition()]
+                .into_iter()
+                .flatten()
+            {
+                let _ = self
+                    .command("scancel")
+                    .args(["--partition", partition])
+                    .output();
+            }
             let squeue = || {
                 let mut cmd = self.command("squeue");
                 cmd.arg("--json");
@@ -396,20 +322,20 @@ impl Cluster {
                 squeue().is_none_or(|j| j.is_empty())
             });
         }
-        for name in ["slurmd", "slurmctld", "munged"] {
+        for name in self.daemons().iter().rev() {
             daemon::stop(&run_dir, name, Duration::from_secs(10));
         }
         // slurmstepd outlives a stopped slurmd while its tasks run: end those too.
         for pid in proc::with_unix_socket_under(&self.cfg.dir.join("spool")) {
             proc::terminate(pid, Duration::from_secs(5));
         }
+        let network = self.network().map_or(Ok(()), |n| n.teardown());
         daemon::kill_marked((MARK, &self.mark()));
         let left = self.processes();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(ClusterError::Leftover(left))
+        if !left.is_empty() {
+            return Err(ClusterError::Leftover(left));
         }
+        network
     }
 }
 

@@ -4,7 +4,9 @@
 //! - `tools`: chosen host binaries with their library closure, on busybox,
 //! - `layered`: adversarial layers plus `expected-tree.json`,
 //! - `large`: > 300 MB generated content, cached across runs in a cache dir,
-//! - `busybox-index`: an image index with the host platform and a second one.
+//! - `busybox-index`: an image index with the host platform and a second one,
+//! - `mpi`, `mpi-old`: an MPI ping-pong with a patched copy of the host's
+//!   MPICH (see [`super::mpi`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,7 +20,7 @@ use super::flatten::flatten_image;
 use super::hostfs::HostTree;
 use super::layer::{Entry, Layer};
 use super::oci::{build_image, package, BuiltImage, ImageSpec, LayoutWriter, PlatformManifest};
-use super::{host_arch, large, layered, ImageError};
+use super::{host_arch, large, layered, mpi, ImageError};
 
 /// Where the large image is cached between runs unless told otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/berth-tests/images";
@@ -67,6 +69,10 @@ pub struct Catalog {
     /// `berth-test/busybox-index:latest`: host platform -> the busybox manifest,
     /// plus a second platform with its own small manifest.
     pub busybox_index: BuiltImage,
+    /// `berth-test/mpi:latest`: `/pingpong` on the image's own MPICH build.
+    pub mpi: BuiltImage,
+    /// `berth-test/mpi-old:latest`: the same with an older MPICH major.
+    pub mpi_old: BuiltImage,
 }
 
 impl Catalog {
@@ -77,6 +83,8 @@ impl Catalog {
             &self.tools,
             &self.layered,
             &self.busybox_index,
+            &self.mpi,
+            &self.mpi_old,
             &self.large,
         ]
     }
@@ -159,7 +167,14 @@ fn build_stamped(
 }
 
 /// Names of the small images [`build_one`] knows (the large one needs a cache dir).
-pub const SMALL_IMAGES: &[&str] = &["busybox", "tools", "layered", "busybox-index"];
+pub const SMALL_IMAGES: &[&str] = &[
+    "busybox",
+    "tools",
+    "layered",
+    "busybox-index",
+    "mpi",
+    "mpi-old",
+];
 
 /// Builds (or reuses) one of [`SMALL_IMAGES`] into `out_dir/<name>/`.
 pub fn build_one(out_dir: &Path, name: &str) -> Result<BuiltImage, ImageError> {
@@ -170,6 +185,10 @@ pub fn build_one(out_dir: &Path, name: &str) -> Result<BuiltImage, ImageError> {
         "tools" => build_cached(&dir, &hostbins("tools", TOOLS)?, &TOOLS.join(" ")),
         "layered" => build_with(&dir, &bb_inputs, "", build_layered),
         "busybox-index" => build_with(&dir, &bb_inputs, "", build_index),
+        "mpi" | "mpi-old" => {
+            let work = out_dir.join(format!(".{name}-build"));
+            build_cached(&dir, &mpi::recipe(name, &work)?, mpi::PINGPONG_C)
+        }
         other => Err(ImageError::InvalidEntry {
             path: other.to_string(),
             reason: format!("unknown test image; known: {SMALL_IMAGES:?} and large"),
@@ -187,6 +206,8 @@ pub fn build_all(out_dir: &Path, cache_dir: &Path) -> Result<Catalog, ImageError
         layered: build_one(out_dir, "layered")?,
         layered_expected_tree: out_dir.join("layered").join(EXPECTED_TREE),
         busybox_index: build_one(out_dir, "busybox-index")?,
+        mpi: build_one(out_dir, "mpi")?,
+        mpi_old: build_one(out_dir, "mpi-old")?,
         large: build_large(out_dir, cache_dir, &busybox::host_inputs()?)?,
     })
 }

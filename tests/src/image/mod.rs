@@ -16,7 +16,7 @@
 //! - [`archive`]: `docker save` and OCI layout tarballs,
 //! - [`push`]: pushing a layout to a Distribution registry,
 //! - [`flatten`]: the reference flattener that says what an unpacker must produce,
-//! - [`catalog`] (with [`busybox`], [`layered`], [`large`], [`cache`]): the test images.
+//! - [`catalog`] (with [`busybox`], [`layered`], [`large`], [`mpi`], [`cache`]): the test images.
 
 pub mod archive;
 pub mod busybox;
@@ -30,6 +30,7 @@ pub mod large;
 pub mod layer;
 pub mod layered;
 pub mod manifest;
+pub mod mpi;
 pub mod oci;
 pub mod push;
 pub mod source;

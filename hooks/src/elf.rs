@@ -1,0 +1,160 @@
+//! What a hook needs to know about a shared library, read from its ELF
+//! dynamic section and symbol-version sections with goblin (never by running
+//! `ldd`, which would execute code from the image).
+
+use goblin::elf::{header, Elf};
+
+/// A glibc symbol version such as `GLIBC_2.34`, ordered numerically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GlibcVersion(pub u32, pub u32);
+
+impl GlibcVersion {
+    /// Parses `GLIBC_2.34` (or `GLIBC_2.2.5`, whose third part is ignored);
+    /// `GLIBC_PRIVATE` and other names give `None`.
+    pub fn parse(name: &str) -> Option<Self> {
+        let mut parts = name.strip_prefix("GLIBC_")?.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(GlibcVersion(major, minor))
+    }
+}
+
+impl std::fmt::Display for GlibcVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+/// The parts of an ELF shared object that library injection uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ElfInfo {
+    /// DT_SONAME, when set.
+    pub soname: Option<String>,
+    /// DT_NEEDED entries, in order.
+    pub needed: Vec<String>,
+    /// DT_RUNPATH directories, or DT_RPATH ones when there is no RUNPATH (as
+    /// the loader does), `$ORIGIN` not yet expanded.
+    pub search_dirs: Vec<String>,
+    /// EI_CLASS (32 or 64 bit).
+    pub class: u8,
+    /// e_machine.
+    pub machine: u16,
+    /// The newest `GLIBC_x.y` version this object defines (set for glibc's
+    /// own libc.so.6).
+    pub glibc_defined: Option<GlibcVersion>,
+    /// The newest `GLIBC_x.y` version this object requires.
+    pub glibc_needed: Option<GlibcVersion>,
+}
+
+impl ElfInfo {
+    /// Parses an ELF object held in memory.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let elf = Elf::parse(bytes).map_err(|e| format!("not a valid ELF object: {e}"))?;
+        let search = if elf.runpaths.is_empty() {
+            &elf.rpaths
+        } else {
+            &elf.runpaths
+        };
+        let name = |off: usize| elf.dynstrtab.get_at(off);
+        let glibc_defined = elf.verdef.as_ref().and_then(|s| {
+            s.iter()
+                .flat_map(|d| {
+                    d.iter()
+                        .filter_map(|a| name(a.vda_name))
+                        .collect::<Vec<_>>()
+                })
+                .filter_map(GlibcVersion::parse)
+                .max()
+        });
+        let glibc_needed = elf.verneed.as_ref().and_then(|s| {
+            s.iter()
+                .flat_map(|n| {
+                    n.iter()
+                        .filter_map(|a| name(a.vna_name))
+                        .collect::<Vec<_>>()
+                })
+                .filter_map(GlibcVersion::parse)
+                .max()
+        });
+        Ok(ElfInfo {
+            soname: elf.soname.map(str::to_string),
+            needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+            search_dirs: search
+                .iter()
+                .flat_map(|p| p.split(':'))
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect(),
+            class: elf.header.e_ident[header::EI_CLASS],
+            machine: elf.header.e_machine,
+            glibc_defined,
+            glibc_needed,
+        })
+    }
+
+    /// The search directories with `$ORIGIN` replaced by `origin` (the
+    /// directory of the object's real file).
+    pub fn search_dirs_from(&self, origin: &str) -> Vec<String> {
+        self.search_dirs
+            .iter()
+            .map(|d| d.replace("${ORIGIN}", origin).replace("$ORIGIN", origin))
+            .collect()
+    }
+}
+
+/// The class and machine of the ELF object whose first bytes are `head`
+/// (64 bytes are enough), or `None` when it is not ELF.
+pub fn class_and_machine(head: &[u8]) -> Option<(u8, u16)> {
+    let h = Elf::parse_header(head).ok()?;
+    Some((h.e_ident[header::EI_CLASS], h.e_machine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_libc() -> Vec<u8> {
+        let t = format!("{}-linux-gnu", std::env::consts::ARCH);
+        std::fs::read(format!("/lib/{t}/libc.so.6")).expect("the host has glibc")
+    }
+
+    #[test]
+    fn parses_glibc_version_names() {
+        assert_eq!(GlibcVersion::parse("GLIBC_2.34"), Some(GlibcVersion(2, 34)));
+        assert_eq!(GlibcVersion::parse("GLIBC_2.2.5"), Some(GlibcVersion(2, 2)));
+        assert_eq!(GlibcVersion::parse("GLIBC_PRIVATE"), None);
+        assert_eq!(GlibcVersion::parse("GCC_3.0"), None);
+        assert!(GlibcVersion(2, 9) < GlibcVersion(2, 34));
+        assert_eq!(GlibcVersion(2, 36).to_string(), "2.36");
+    }
+
+    #[test]
+    fn reads_the_host_libc() {
+        let libc = ElfInfo::parse(&host_libc()).unwrap();
+        assert_eq!(libc.soname.as_deref(), Some("libc.so.6"));
+        // glibc's libc defines every version since 2.0 and names its loader.
+        let defined = libc.glibc_defined.expect("libc defines GLIBC_ versions");
+        assert!(defined >= GlibcVersion(2, 17), "{defined}");
+        assert!(libc.needed.iter().any(|n| n.starts_with("ld-")), "{libc:?}");
+        let head = &host_libc()[..64];
+        assert_eq!(
+            class_and_machine(head),
+            Some((libc.class, libc.machine)),
+            "header agrees with full parse"
+        );
+        assert_eq!(class_and_machine(b"#!/bin/sh\n"), None);
+    }
+
+    #[test]
+    fn a_program_needs_a_glibc_version() {
+        let ls = ElfInfo::parse(&std::fs::read("/bin/ls").unwrap()).unwrap();
+        assert!(ls.needed.contains(&"libc.so.6".to_string()));
+        assert!(ls.glibc_needed.is_some());
+        assert!(ls.glibc_defined.is_none());
+        let info = ElfInfo {
+            search_dirs: vec!["$ORIGIN/../lib".into(), "/opt/x".into()],
+            ..Default::default()
+        };
+        assert_eq!(info.search_dirs_from("/a/bin"), ["/a/bin/../lib", "/opt/x"]);
+    }
+}

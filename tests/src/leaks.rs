@@ -1,0 +1,60 @@
+//! Checks that nothing of a finished container step is left on the node:
+//! state, bundles, mounts, loop devices, runtime processes. Only meaningful
+//! while no other container step runs (e2e tests hold one lock for that).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{proc, site};
+
+/// The runtime's state directory on the test node.
+pub const STATE_ROOT: &str = "/run/berth";
+
+/// The step containers (`slurm-*`) with an entry in `dir`.
+pub fn leftover(dir: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("slurm-"))
+        .collect()
+}
+
+/// Nothing of any container step is left on the node (panics naming what is).
+pub fn assert_clean() {
+    // slurmstepd removes the container when the step ends, just after srun returns.
+    let clean = proc::wait_until(Duration::from_secs(10), || {
+        leftover(STATE_ROOT).is_empty() && leftover(&format!("{STATE_ROOT}/bundles")).is_empty()
+    });
+    assert!(
+        clean,
+        "state left: {:?} {:?}",
+        leftover(STATE_ROOT),
+        leftover(&format!("{STATE_ROOT}/bundles"))
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("/run/berth/bundles/"),
+        "host mounts left: {mounts}"
+    );
+    let store = site::store();
+    let loops: Vec<String> = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|f| Path::new(f.trim()).starts_with(&store))
+        .collect();
+    assert!(loops.is_empty(), "loop devices left: {loops:?}");
+    let creators: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|p| proc::is_alive(*p))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.windows(12).any(|w| w == b"slurm-create"))
+        })
+        .collect();
+    assert!(creators.is_empty(), "runtime processes left: {creators:?}");
+}

@@ -1,0 +1,132 @@
+//! End-to-end tests of the MPI hook through the real cluster, as the job
+//! user: `srun --mpi=pmi2 -n2 --container-image=... --container-mpi` runs
+//! the image's ping-pong on the host's MPICH (bound over the image's patched
+//! copy by etc/hooks.d/30-mpi.json), without `--container-mpi` on the
+//! image's own, and an image with another MPICH ABI fails with one clear line.
+
+use std::process::Output;
+
+use berth_tests::image::mpi::{host_library, old_file_name, HOST_MARK, IMAGE_MARK, PINGPONG};
+use berth_tests::leaks::assert_clean;
+use berth_tests::stack::{self, Stack};
+use berth_tests::{paths, user};
+
+struct Env {
+    stack: Stack,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+fn env() -> Env {
+    // The same lock as tests/containers.rs: the leak checks need the node
+    // to run no other container step.
+    let lock = berth_tests::lock::exclusive(&paths::root().join("containers.lock")).unwrap();
+    let stack = stack::services().expect("stack starts");
+    stack::images(&stack).expect("images are pushed");
+    Env { stack, _lock: lock }
+}
+
+impl Env {
+    fn image(&self, name: &str) -> String {
+        format!("{}/berth-test/{name}:latest", self.stack.plain.host())
+    }
+
+    /// `srun --mpi=pmi2 -n2` of the ping-pong in `image`, as the job user.
+    fn pingpong(&self, image: &str, hook: bool) -> Output {
+        let image = self.image(image);
+        let mut args = vec!["--mpi=pmi2", "-n2", "--container-image", &image];
+        if hook {
+            args.push("--container-mpi");
+        }
+        args.extend([PINGPONG, "20"]);
+        self.stack
+            .cluster
+            .command("/usr/sbin/runuser")
+            .args(["-u", user::NAME, "--", "srun"])
+            .args(&args)
+            .current_dir("/tmp")
+            .output()
+            .expect("srun runs")
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn library_line(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("library: "))
+        .unwrap_or_else(|| panic!("no library line in: {stdout}"))
+        .to_string()
+}
+
+fn mark(m: &[u8]) -> String {
+    String::from_utf8_lossy(m).into_owned()
+}
+
+#[test]
+fn hook_swaps_in_the_host_mpi_and_the_pingpong_completes() {
+    let e = env();
+    let out = e.pingpong("mpi", true);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "step failed: {stdout}{stderr}");
+    assert!(
+        library_line(&stdout).starts_with(&mark(HOST_MARK)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rank 0 of 2") && stdout.contains("rank 1 of 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("size 1048576 latency_us"), "{stdout}");
+    assert!(stdout.contains("pingpong: done"), "{stdout}");
+    assert_clean();
+}
+
+#[test]
+fn without_the_hook_the_image_keeps_its_own_mpi() {
+    let e = env();
+    let out = e.pingpong("mpi", false);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "step failed: {stdout}{stderr}");
+    assert!(
+        library_line(&stdout).starts_with(&mark(IMAGE_MARK)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pingpong: done"), "{stdout}");
+    assert_clean();
+}
+
+#[test]
+fn an_incompatible_image_fails_with_one_clear_line() {
+    let e = env();
+    let out = e.pingpong("mpi-old", true);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "step passed: {stdout}");
+    assert!(!stdout.contains("library:"), "the program ran: {stdout}");
+    // slurmstepd prints the plugin's error as `error: berth: ...`, once per
+    // task (each task's init returns the held failure): one distinct message.
+    let mut errors: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("error: berth: ").map(|(_, msg)| msg))
+        .collect();
+    errors.sort_unstable();
+    errors.dedup();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    // It names both files (whose names carry the versions) and why.
+    let host = host_library().unwrap();
+    let old = old_file_name(&host).unwrap();
+    let line = errors[0];
+    assert!(
+        line.contains(&host.display().to_string())
+            && line.contains(&old)
+            && line.contains("not ABI-compatible")
+            && line.contains("the major versions differ"),
+        "{line}"
+    );
+    assert_clean();
+}

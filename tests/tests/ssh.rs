@@ -1,0 +1,142 @@
+//! End-to-end tests of the SSH hook (`--container-ssh`) on the real cluster,
+//! as the unprivileged job user whose keys `berth ssh-keygen` made.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_tests::e2e::{self, Env};
+use berth_tests::leaks::assert_clean;
+use berth_tests::{paths, proc, user};
+
+/// The job user's berth key directory (berth's `ssh_keygen::KEYS_DIR`).
+fn keys_dir() -> PathBuf {
+    PathBuf::from(format!("/home/{}/.local/share/berth/ssh", user::NAME))
+}
+
+/// The shared e2e environment, with the job user's keys made by
+/// `berth ssh-keygen`.
+fn env() -> Env {
+    let e = e2e::env();
+    let berth = paths::berth_bin().display().to_string();
+    let out = e
+        .as_user(&berth, &["ssh-keygen", "--overwrite"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    e
+}
+
+/// Processes of the SSH hook still running anywhere on this host (both test
+/// nodes share its pid namespace): dropbear servers and sessions, clients,
+/// keepers.
+fn ssh_processes() -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| proc::is_alive(*p))
+        .filter_map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains("/opt/berth/ssh/") || cmd.contains("berth-hook-ssh")).then_some((p, cmd))
+        })
+        .collect()
+}
+
+fn assert_no_ssh_left() {
+    let gone = proc::wait_until(Duration::from_secs(10), || ssh_processes().is_empty());
+    assert!(gone, "SSH processes left: {:?}", ssh_processes());
+}
+
+#[test]
+fn task_0_runs_a_command_in_the_other_nodes_container() {
+    let e = env();
+    // Node 2 when the cluster has it, else this node's own container.
+    let (partition, peer, nodes) = match e.stack.cluster.second_node() {
+        Some(n) => (
+            e.stack.cluster.multi_partition().unwrap().to_string(),
+            n.node_addr.to_string(),
+            "2",
+        ),
+        None => (
+            berth_tests::cluster::PARTITION.to_string(),
+            "127.0.0.1".to_string(),
+            "1",
+        ),
+    };
+    // The barrier hook holds every task until both containers (and their
+    // dropbear) are up, so task 0 may connect at once. The other task keeps
+    // its node's step (and so its container) alive until task 0 is done,
+    // signalled through a file in the shared home.
+    let done = tempfile::tempdir_in(format!("/home/{}", user::NAME)).unwrap();
+    std::os::unix::fs::chown(done.path(), Some(user::UID), None).unwrap();
+    let flag = done.path().join("done");
+    let script = format!(
+        "if [ \"$SLURM_NODEID\" = 0 ]; then ssh {peer} 'cat /etc/os-release; hostname; id -u'; rc=$?; touch {f}; exit $rc; \
+         else i=0; while [ ! -e {f} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; fi",
+        f = flag.display()
+    );
+    let out = e.srun(&[
+        "-p",
+        &partition,
+        "-N",
+        nodes,
+        "--container-image",
+        &e.image,
+        "--container-ssh",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "step failed: {stderr}");
+    assert!(
+        stdout.contains("NAME=\"berth-test-busybox\""),
+        "ran in the image: {stdout}"
+    );
+    if let Some(n) = e.stack.cluster.second_node() {
+        assert!(
+            stdout.lines().any(|l| l == n.name),
+            "ran on node 2: {stdout}"
+        );
+    }
+    assert!(
+        stdout.lines().any(|l| l == user::UID.to_string()),
+        "as the job user: {stdout}"
+    );
+    assert_no_ssh_left();
+    assert_clean();
+}
+
+/// Moves the user's keys away, and back when dropped.
+struct KeysAway(PathBuf);
+
+impl Drop for KeysAway {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(&self.0, keys_dir());
+    }
+}
+
+#[test]
+fn missing_keys_fail_the_step_with_one_clear_line() {
+    let e = env();
+    let away = KeysAway(keys_dir().with_extension("away"));
+    std::fs::rename(keys_dir(), &away.0).unwrap();
+    let out = e.srun(&["--container-image", &e.image, "--container-ssh", "true"]);
+    drop(away);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("berth:")).collect();
+    assert_eq!(ours.len(), 1, "one line from berth: {err}");
+    assert!(
+        ours[0].contains("no SSH keys for uid 4242") && ours[0].contains("run `berth ssh-keygen`"),
+        "{err}"
+    );
+    assert_no_ssh_left();
+    assert_clean();
+}
