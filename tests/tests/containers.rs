@@ -198,6 +198,23 @@ fn named_container_lives_across_steps_and_writable_root() {
         "the second step sees the first step's file: {out}"
     );
 
+    // Two steps asking for the same named container at the same moment: one
+    // creates it, the other waits and joins it (the same mount namespace).
+    let steps = format!(
+        "for i in 1 2; do srun -n1 --exact --container-name=race --container-image={image} \
+         readlink /proc/self/ns/mnt & done; wait"
+    );
+    let out = ok(&e
+        .as_user("salloc", &["-n2", "sh", "-c", &steps])
+        .output()
+        .unwrap());
+    let namespaces: Vec<&str> = out.lines().filter(|l| l.starts_with("mnt:")).collect();
+    assert_eq!(namespaces.len(), 2, "both steps ran: {out}");
+    assert_eq!(
+        namespaces[0], namespaces[1],
+        "one container for both: {out}"
+    );
+
     let out = e.srun(&["--container-image", &image, "sh", "-c", "echo x > /tmp/y"]);
     assert!(
         !out.status.success(),

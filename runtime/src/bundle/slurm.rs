@@ -297,6 +297,33 @@ fn existing(id: &str) -> Result<Option<StepContainer>, BundleError> {
     Ok(Some(step))
 }
 
+/// The lock file serialising the creation of container `id`: a dotfile next to
+/// its bundle, so no scan of the bundles or state directories mistakes it for
+/// a container.
+fn id_lock_path(id: &str) -> PathBuf {
+    bundles_dir().join(format!(".{id}.lock"))
+}
+
+/// Takes `id`'s creation lock, waiting up to `timeout_s` (a first step may be
+/// pulling the image).
+fn id_lock(id: &str, timeout_s: u64) -> Result<crate::store::lock::Lock, BundleError> {
+    let path = id_lock_path(id);
+    let io = |source| BundleError::Io {
+        what: "cannot lock",
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(bundles_dir()).map_err(io)?;
+    crate::store::lock::lock(&path, std::time::Duration::from_secs(timeout_s))
+        .map_err(io)?
+        .ok_or_else(|| {
+            BundleError::Runtime(format!(
+                "another step has been creating container {id} for over {timeout_s} s: \
+                 check that step, or raise store.lock_timeout_s"
+            ))
+        })
+}
+
 /// Makes the step's container; on any failure nothing is left behind.
 pub fn create(
     site: &SiteConfig,
@@ -307,6 +334,9 @@ pub fn create(
     for id in delete_stale() {
         tracing::info!(id = %id, "removed a stale step container");
     }
+    // Two steps of a job may ask for the same named container at once: the
+    // first creates it while the other waits, then finds and joins it.
+    let _lock = id_lock(&r.id, site.store.lock_timeout_s)?;
     if let Some(step) = existing(&r.id)? {
         return Ok(step);
     }
@@ -411,6 +441,9 @@ pub fn delete(id: &str) -> Result<(), BundleError> {
             .map_err(|e| BundleError::Runtime(format!("delete {id}: {e}"))),
         Err(_) => Ok(()), // already gone: deleting twice is not an error
     };
+    // The lock file goes with the container (lock.rs tolerates a concurrent
+    // locker: it re-checks the inode after locking).
+    let _ = std::fs::remove_file(id_lock_path(id));
     let bundle = bundles_dir().join(id);
     if bundle.exists() {
         std::fs::remove_dir_all(&bundle).map_err(|source| BundleError::Io {
