@@ -245,3 +245,41 @@ fn system_store_is_read_before_the_user_store() {
         serde_json::from_slice(&berth(true, &["inspect", &tools_id]).stdout).unwrap();
     assert_eq!(inspect["id"], tools_id.as_str());
 }
+
+#[test]
+fn gc_removes_the_container_of_a_killed_berth_run() {
+    let (s, _) = stack();
+    let env = Env::new(&[s.plain.host()], &[]);
+    let reference = format!("{}/berth-test/busybox:latest", s.plain.host());
+    let mut child = env
+        .cmd(&["run", "-q", &reference, "sleep", "60"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = format!("berth-run-{}", child.id());
+    let state_dir = Path::new("/run/berth").join(&id);
+    let bundle = berth::cli::image_run::bundles_dir().join(&id);
+    let t = std::time::Instant::now();
+    let init = loop {
+        let o = env.run(&["state", &id]);
+        if o.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            if v["status"] == "running" {
+                break v["pid"].as_i64().unwrap() as i32;
+            }
+        }
+        assert!(t.elapsed().as_secs() < 30, "the container never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap(); // SIGKILL: berth cannot clean up
+    child.wait().unwrap();
+    assert!(
+        state_dir.exists() && bundle.exists(),
+        "left behind by the kill"
+    );
+    env.ok(&["gc"]);
+    assert!(!state_dir.exists(), "state removed");
+    assert!(!bundle.exists(), "bundle removed");
+    let alive = berth::state::proc_stat(init).is_some_and(|(st, _)| st != b'Z' && st != b'X');
+    assert!(!alive, "the container's init {init} was killed");
+}

@@ -158,12 +158,10 @@ pub fn mount_squashfs(image: &Path, target: &Path, rootless: bool) -> Result<(),
     r
 }
 
-/// Mounts a tmpfs at `scratch` and an overlay of `lower` at `target`.
+/// Mounts a tmpfs at `scratch` and an overlay of `lower` at `target`. On
+/// failure the tmpfs is unmounted again: the caller only registers both
+/// mounts for cleanup once this returns.
 pub fn mount_overlay(lower: &Path, scratch: &Path, target: &Path) -> Result<(), BundleError> {
-    let err = |what: &str| {
-        let what = what.to_string();
-        move |source| BundleError::Mount { what, source }
-    };
     sys_mount(
         "tmpfs",
         scratch,
@@ -171,7 +169,19 @@ pub fn mount_overlay(lower: &Path, scratch: &Path, target: &Path) -> Result<(), 
         libc::MS_NOSUID | libc::MS_NODEV,
         Some("mode=0755"),
     )
-    .map_err(err("tmpfs"))?;
+    .map_err(|source| BundleError::Mount {
+        what: "tmpfs".into(),
+        source,
+    })?;
+    let r = overlay_on(lower, scratch, target);
+    if r.is_err() {
+        unmount(scratch, false);
+    }
+    r
+}
+
+/// The overlay of `lower` at `target`, with upper and work dirs in `scratch`.
+fn overlay_on(lower: &Path, scratch: &Path, target: &Path) -> Result<(), BundleError> {
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     for d in [&upper, &work] {
         std::fs::create_dir(d).map_err(|source| BundleError::Io {
@@ -193,7 +203,10 @@ pub fn mount_overlay(lower: &Path, scratch: &Path, target: &Path) -> Result<(), 
         libc::MS_NOSUID | libc::MS_NODEV,
         Some(&data),
     )
-    .map_err(err("overlay"))
+    .map_err(|source| BundleError::Mount {
+        what: "overlay".into(),
+        source,
+    })
 }
 
 /// Unmounts (lazily, so a busy mount still goes away); rootless uses fusermount3.

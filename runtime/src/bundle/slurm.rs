@@ -86,10 +86,24 @@ fn is_named(id: &str) -> bool {
         .starts_with('-')
 }
 
-/// Removes step containers left by a killed slurmstepd (their owner is gone)
-/// and containers whose init died. Named containers belong to their job until
-/// its epilog. Returns the ids removed; a container that cannot be removed is
-/// logged and skipped so one bad entry never blocks the others.
+/// True for the container of a `berth run` whose berth process is gone
+/// (killed): the id names its pid, and a live process with that pid started
+/// after the container is a reuse of the number.
+fn run_orphan(id: &str, state: &crate::state::State) -> bool {
+    let Some(pid) = id
+        .strip_prefix("berth-run-")
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    !start_time(pid).is_some_and(|t| t <= state.start_time)
+}
+
+/// Removes step containers left by a killed slurmstepd (their owner is gone),
+/// containers of a killed `berth run`, and containers whose init died. Named
+/// containers belong to their job until its epilog. Returns the ids removed; a
+/// container that cannot be removed is logged and skipped so one bad entry
+/// never blocks the others.
 pub fn delete_stale() -> Vec<String> {
     let root = crate::state::default_root();
     let ids: Vec<String> = std::fs::read_dir(&root)
@@ -97,13 +111,23 @@ pub fn delete_stale() -> Vec<String> {
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("slurm-"))
+        .filter(|n| n.starts_with("slurm-") || n.starts_with("berth-run-"))
         .collect();
     let mut removed = Vec::new();
     for id in ids {
         let Ok(state) = crate::state::State::load(&root, &id) else {
             continue;
         };
+        if run_orphan(&id, &state) {
+            match delete(&id) {
+                Ok(()) => removed.push(id),
+                Err(e) => tracing::warn!(id = %id, error = %e, "cannot remove a stale container"),
+            }
+            continue;
+        }
+        if id.starts_with("berth-run-") {
+            continue; // its berth still runs and cleans up itself
+        }
         let dead = state.status(&root) == crate::state::Status::Stopped;
         let file = bundles_dir().join(&id).join(STEP_FILE);
         let step: Option<StepContainer> = std::fs::read(&file)

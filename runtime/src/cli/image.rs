@@ -286,17 +286,14 @@ fn run(cmd: ImageCmd) -> Result<i32, String> {
         ImageCmd::Gc { common, prune } => {
             let (write, _) = stores(&site, &common)?;
             let report = write.gc(prune).map_err(|e| e.to_string())?;
-            // As root, also step containers left by a killed slurmstepd.
-            let containers = if euid_is_root() {
-                crate::bundle::slurm::delete_stale()
-            } else {
-                vec![]
-            };
+            // Also containers left by a killed slurmstepd or `berth run` (in
+            // this user's state root).
+            let containers = crate::bundle::slurm::delete_stale();
             if common.json {
                 print_json(&report);
             } else {
                 println!(
-                    "removed {} stale work dirs, {} orphans, {} corrupt images, {} unreferenced images, {} leftover files, {} stale step containers",
+                    "removed {} stale work dirs, {} orphans, {} corrupt images, {} unreferenced images, {} leftover files, {} stale containers",
                     report.stale_work.len(),
                     report.orphans.len(),
                     report.corrupt.len(),
