@@ -197,3 +197,20 @@ fn features_and_version() {
         .unwrap()
         .success());
 }
+
+#[test]
+fn spec_writes_a_runnable_config_once() {
+    let mut b = Bundle::new("spec", &["true"]);
+    let _ = std::fs::remove_file(b.dir.join("config.json"));
+    assert!(b
+        .berth(&["spec", "--bundle", b.dir.to_str().unwrap()])
+        .status
+        .success());
+    let again = b.berth(&["spec", "--bundle", b.dir.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists: remove it first"));
+    // The default runs `sh`: with no input it exits at once, successfully.
+    let id = b.id("spec");
+    let o = b.berth(&["run", "--bundle", b.dir.to_str().unwrap(), &id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

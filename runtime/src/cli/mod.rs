@@ -11,6 +11,7 @@ mod image_list;
 pub mod image_run;
 pub mod run;
 pub mod slurm;
+pub mod spec;
 pub mod ssh_keygen;
 
 /// berth: an OCI runtime for HPC clusters.
@@ -79,6 +80,12 @@ pub enum Cmd {
     Exec(ExecArgs),
     /// Print the runtime's features as JSON.
     Features,
+    /// Write a starting config.json (runc-shaped; rootless when not root).
+    Spec {
+        /// Bundle directory.
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+    },
 }
 
 /// Arguments of `create`.

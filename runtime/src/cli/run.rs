@@ -51,6 +51,14 @@ pub fn run(cli: Cli) -> crate::Result<i32> {
             let o = exec_opts(&a)?;
             container::exec::exec(&root, &a.id, o)
         }
+        Cmd::Spec { bundle } => {
+            // Rootless from the euid, or forced with the global --rootless=true.
+            let euid = nix::unistd::geteuid();
+            let rootless = !euid.is_root() || cli.rootless.as_deref() == Some("true");
+            let ids = rootless.then(|| (euid.as_raw(), nix::unistd::getegid().as_raw()));
+            super::spec::write(&bundle, ids).map_err(container::ContainerError::Other)?;
+            Ok(0)
+        }
         Cmd::Features => {
             println!(
                 "{}",
