@@ -52,7 +52,26 @@ fn has_subids(file: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Makes sure the test user, its groups and its subordinate id ranges exist.
+/// Gives /dev/fuse mode 0666, as udev's default rules do on any Debian host
+/// (containers and minimal VMs without udev leave it 0600), so the test user
+/// can mount images with squashfuse like a user on a real cluster node.
+fn fuse_for_users() -> Result<(), UserError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fuse = std::path::Path::new("/dev/fuse");
+    let mode = std::fs::metadata(fuse).map(|m| m.permissions().mode() & 0o777);
+    if mode.is_ok_and(|m| m != 0o666) {
+        std::fs::set_permissions(fuse, std::fs::Permissions::from_mode(0o666)).map_err(|e| {
+            UserError::Tool {
+                tool: "chmod /dev/fuse".into(),
+                detail: e.to_string(),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Makes sure the test user, its groups and its subordinate id ranges exist,
+/// and that users can use FUSE.
 pub fn ensure() -> Result<User, UserError> {
     if Group::from_name(EXTRA_GROUP).ok().flatten().is_none() {
         run("groupadd", &["-g", &EXTRA_GID.to_string(), EXTRA_GROUP])?;
@@ -78,6 +97,7 @@ pub fn ensure() -> Result<User, UserError> {
     if !has_subids("/etc/subgid") {
         run("usermod", &["--add-subgids", &range, NAME])?;
     }
+    fuse_for_users()?;
     User::from_name(NAME)
         .ok()
         .flatten()

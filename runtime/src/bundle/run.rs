@@ -243,17 +243,28 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
     // stays read-only unless --writable: berth remounts it after the hooks.
     let mut spec = spec::build(&located.img, site, &opts, (0, 0))?;
     let overlay = a.writable || crate::hooks_d::any(&spec);
-    let mounted = mount_located(located, overlay, &id)?;
     let rootless = !nix::unistd::geteuid().is_root();
-    let ids = if rootless {
-        (
+    if rootless && overlay {
+        // An overlay needs privilege on the host; inside a user namespace it
+        // would need the runtime to mount it, which berth does not do yet.
+        return Err(BundleError::Invalid(if a.writable {
+            "--writable needs root (berth mounts a tmpfs overlay on the host): run without it"
+                .into()
+        } else {
+            "the site's hooks selected for this container need root: run without --mpi/--ssh/--gpus/--annotation".into()
+        }));
+    }
+    let mounted = mount_located(located, overlay, &id)?;
+    if rootless {
+        spec::make_rootless(
+            &mut spec,
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
-        )
+        )?;
     } else {
-        image_user(&mounted.rootfs, mounted.img.user.as_deref())
-    };
-    spec::set_user(&mut spec, ids);
+        let ids = image_user(&mounted.rootfs, mounted.img.user.as_deref());
+        spec::set_user(&mut spec, ids);
+    }
     let config = mounted.bundle.join("config.json");
     spec.save(&config)
         .map_err(|e| BundleError::Invalid(format!("cannot write {}: {e}", config.display())))?;

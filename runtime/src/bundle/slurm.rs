@@ -457,6 +457,15 @@ pub fn delete_job(job: u32) -> Result<Vec<String>, BundleError> {
     Ok(ids)
 }
 
+/// True when `dir` is a mount point (its device differs from its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
 /// Removes the step's container (poststop hooks run) and its bundle.
 pub fn delete(id: &str) -> Result<(), BundleError> {
     let root = crate::state::default_root();
@@ -469,6 +478,11 @@ pub fn delete(id: &str) -> Result<(), BundleError> {
     // locker: it re-checks the inode after locking).
     let _ = std::fs::remove_file(id_lock_path(id));
     let bundle = bundles_dir().join(id);
+    // A rootless `berth run` mounts its image with squashfuse on the host: a
+    // killed one leaves that mount (and its squashfuse) behind.
+    if !nix::unistd::geteuid().is_root() && is_mount_point(&bundle.join("rootfs")) {
+        super::mount::unmount(&bundle.join("rootfs"), true);
+    }
     if bundle.exists() {
         std::fs::remove_dir_all(&bundle).map_err(|source| BundleError::Io {
             what: "cannot remove",

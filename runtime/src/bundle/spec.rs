@@ -184,6 +184,75 @@ pub fn set_user(spec: &mut Spec, (uid, gid): (u32, u32)) {
     spec.set_process(Some(process));
 }
 
+/// Adapts a spec to an unprivileged caller: a user namespace that maps the
+/// caller's own uid and gid to themselves (the job runs as the same user, not
+/// as a fake root), the host's /sys bound read-only (a sysfs mount needs a
+/// network namespace of its own) and devpts without the unmappable tty group.
+pub fn make_rootless(spec: &mut Spec, uid: u32, gid: u32) -> Result<(), BundleError> {
+    use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder};
+    let map = |id: u32| {
+        LinuxIdMappingBuilder::default()
+            .container_id(id)
+            .host_id(id)
+            .size(1u32)
+            .build()
+            .map_err(|e| invalid(format!("id mapping: {e}")))
+    };
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut ns = linux.namespaces().clone().unwrap_or_default();
+    ns.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::User)
+            .build()
+            .map_err(|e| invalid(format!("user namespace: {e}")))?,
+    );
+    linux.set_namespaces(Some(ns));
+    linux.set_uid_mappings(Some(vec![map(uid)?]));
+    linux.set_gid_mappings(Some(vec![map(gid)?]));
+    spec.set_linux(Some(linux));
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    // A new mqueue mount needs an IPC namespace of our own (we share the
+    // host's): bind the host's /dev/mqueue when it has one, else go without.
+    let host_mqueue = Path::new("/dev/mqueue").is_dir();
+    let mounts = mounts
+        .into_iter()
+        .filter(|m| host_mqueue || m.destination() != Path::new("/dev/mqueue"))
+        .map(|m| match m.destination().to_str() {
+            Some("/sys") => bind(Path::new("/sys"), Path::new("/sys"), true),
+            Some("/dev/mqueue") => bind(Path::new("/dev/mqueue"), Path::new("/dev/mqueue"), false),
+            Some("/dev/pts") => {
+                let mut m = m;
+                let opts = m.options().clone().unwrap_or_default();
+                m.set_options(Some(
+                    opts.into_iter()
+                        .filter(|o| !o.starts_with("gid="))
+                        .collect(),
+                ));
+                Ok(m)
+            }
+            _ => Ok(m),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    spec.set_mounts(Some(mounts));
+    set_user(spec, (uid, gid));
+    // The user keeps no capability, not even inside their own namespace.
+    let mut process = spec.process().clone().unwrap_or_default();
+    // (oci-spec's Default holds runc's three, so every set is emptied.)
+    let empty = oci_spec::runtime::Capabilities::new;
+    let none = oci_spec::runtime::LinuxCapabilitiesBuilder::default()
+        .bounding(empty())
+        .effective(empty())
+        .inheritable(empty())
+        .permitted(empty())
+        .ambient(empty())
+        .build()
+        .map_err(|e| invalid(format!("capabilities: {e}")))?;
+    process.set_capabilities(Some(none));
+    process.set_no_new_privileges(Some(true));
+    spec.set_process(Some(process));
+    Ok(())
+}
+
 /// Builds the spec for `rootfs` (a path relative to the bundle).
 pub fn build(
     img: &RunConfig,
