@@ -101,13 +101,22 @@ fn nobody_passes_before_the_slow_node_and_nothing_is_left() {
 #[test]
 fn timeout_names_the_missing_node_and_leaves_nothing() {
     let base = tempfile::tempdir().unwrap();
-    let nodes = [node(base.path(), 0, 3, 1), node(base.path(), 1, 3, 1)];
+    // Node 1 arrives first and waits longer, so node 0 (1 s) sees it.
+    let first = node(base.path(), 1, 3, 5);
+    let arrived = base.path().join("77.0.0/node.1");
+    while !arrived.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let nodes = [node(base.path(), 0, 3, 1), first];
     for (i, (c, _)) in nodes.into_iter().enumerate() {
         let (ok, err) = finish(c);
         assert!(!ok);
         assert_eq!(err.lines().count(), 1, "one line: {err}");
+        let secs = if i == 0 { 1 } else { 5 };
         assert!(
-            err.contains("launch barrier of step 77.0: timed out after 1s waiting for node(s) "),
+            err.contains(&format!(
+                "launch barrier of step 77.0: timed out after {secs}s waiting for node(s) "
+            )),
             "{err}"
         );
         // Node 0 knows exactly who arrived; node 1 sees the files left at its

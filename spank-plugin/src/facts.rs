@@ -19,7 +19,8 @@ pub struct StepFacts {
     pub restart_count: Option<u32>,
     /// The job user's name.
     pub user: Option<String>,
-    /// Host GPU indices of the step (`SLURM_STEP_GPUS`, else `CUDA_VISIBLE_DEVICES`).
+    /// Host GPU indices of the step (`SLURM_STEP_GPUS`, else `SLURM_JOB_GPUS`
+    /// in the batch step; see `gpus::host_gpus`).
     pub gpus: Option<String>,
 }
 

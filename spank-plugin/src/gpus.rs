@@ -1,7 +1,7 @@
 //! Per-task GPU binding inside a step's container.
 //!
 //! A step has one container per node holding all the step's GPUs on that
-//! node (annotation `com.berth.gpus`, from the step's `SLURM_STEP_GPUS`),
+//! node (annotation `com.berth.gpus`, from [`host_gpus`] at step creation),
 //! and inside it CUDA numbers them from 0 in host order. Slurm, which knows
 //! nothing of the container, gives each task host indices: with
 //! `--gpus-per-task` or `--gpu-bind` each task's `SLURM_STEP_GPUS`,
@@ -10,10 +10,20 @@
 //! `GPU_DEVICE_ORDINAL` when Slurm set it) to the container's numbering: a
 //! task bound to host GPU 3 of a step holding 2 and 3 gets `1`.
 //!
-//! The task's host indices are read from `SLURM_STEP_GPUS`, which Slurm
-//! always gives as host indices; `CUDA_VISIBLE_DEVICES` is only the fallback
-//! because with `ConstrainDevices=yes` Slurm already makes it relative to
-//! the step's devices.
+//! Host indices come only from Slurm's allocation variables: `SLURM_STEP_GPUS`
+//! (srun steps, and each task's own under binding), else `SLURM_JOB_GPUS`
+//! (the batch step). Never from `CUDA_VISIBLE_DEVICES`: with
+//! `ConstrainDevices=yes` Slurm makes it relative to the allocation, and on a
+//! node without GPU gres it is whatever the user exported at submission.
+
+/// The host GPU indices Slurm allocated, from the environment `env` of the
+/// step (for the container) or of one task (its own GPUs); `None` without
+/// an allocation.
+pub fn host_gpus(env: impl Fn(&str) -> Option<String>) -> Option<(&'static str, String)> {
+    ["SLURM_STEP_GPUS", "SLURM_JOB_GPUS"]
+        .into_iter()
+        .find_map(|name| Some((name, env(name).filter(|v| !v.is_empty())?)))
+}
 
 /// Errors binding a task's GPUs.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -49,12 +59,7 @@ pub fn task_vars(
     step: &str,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<(&'static str, String)>, GpuError> {
-    let name = if env("SLURM_STEP_GPUS").is_some() {
-        "SLURM_STEP_GPUS"
-    } else {
-        "CUDA_VISIBLE_DEVICES"
-    };
-    let Some(task) = env(name).filter(|v| !v.is_empty()) else {
+    let Some((name, task)) = host_gpus(&env) else {
         return Ok(Vec::new());
     };
     let mut order = parse("com.berth.gpus", step)?;
@@ -117,19 +122,27 @@ mod tests {
     }
 
     #[test]
-    fn host_indices_come_from_slurm_step_gpus_first() {
+    fn host_indices_come_from_slurm_allocation_variables_only() {
         // ConstrainDevices=yes: CUDA_VISIBLE_DEVICES is already relative.
         let constrained = [("SLURM_STEP_GPUS", "1"), ("CUDA_VISIBLE_DEVICES", "0")];
         assert_eq!(
             task_vars("0,1", env(&constrained)).unwrap(),
             vec![("CUDA_VISIBLE_DEVICES", "1".to_string())]
         );
-        let only_cuda = [("CUDA_VISIBLE_DEVICES", "2")];
+        // The batch step has only the job's list.
+        let batch = [("SLURM_JOB_GPUS", "2,3"), ("CUDA_VISIBLE_DEVICES", "0,1")];
         assert_eq!(
-            task_vars("1,2", env(&only_cuda)).unwrap(),
-            vec![("CUDA_VISIBLE_DEVICES", "1".to_string())]
+            host_gpus(env(&batch)),
+            Some(("SLURM_JOB_GPUS", "2,3".to_string()))
         );
-        assert!(task_vars("0,1", env(&[])).unwrap().is_empty());
+        assert_eq!(
+            task_vars("2,3", env(&batch)).unwrap(),
+            vec![("CUDA_VISIBLE_DEVICES", "0,1".to_string())]
+        );
+        // A CUDA_VISIBLE_DEVICES the user exported is no allocation.
+        let exported = [("CUDA_VISIBLE_DEVICES", "3"), ("SLURM_STEP_GPUS", "")];
+        assert_eq!(host_gpus(env(&exported)), None);
+        assert!(task_vars("0,1", env(&exported)).unwrap().is_empty());
     }
 
     #[test]
@@ -141,14 +154,15 @@ mod tests {
             ),
             "{e}"
         );
-        let e = task_vars("0,1", env(&[("CUDA_VISIBLE_DEVICES", "NoDevFiles")])).unwrap_err();
+        let e = task_vars("0,1", env(&[("SLURM_STEP_GPUS", "0,x")])).unwrap_err();
         assert_eq!(
             e,
             GpuError::BadList {
-                name: "CUDA_VISIBLE_DEVICES".into(),
-                value: "NoDevFiles".into()
+                name: "SLURM_STEP_GPUS".into(),
+                value: "0,x".into()
             }
         );
+
         assert!(task_vars("x", env(&[("SLURM_STEP_GPUS", "0")])).is_err());
     }
 }

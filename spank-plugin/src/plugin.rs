@@ -156,7 +156,7 @@ fn make_container(sp: Spank, request: &Request) -> Result<Container, String> {
             .ok()
             .flatten()
             .map(|u| u.name),
-        gpus: env("SLURM_STEP_GPUS").or_else(|| env("CUDA_VISIBLE_DEVICES")),
+        gpus: crate::gpus::host_gpus(env).map(|(_, list)| list),
     };
     with_state(|s| s.step_gpus = facts.gpus.clone());
     Container::create(

@@ -317,6 +317,21 @@ impl<'a> Holder<'a> {
             .unwrap();
         Holder { env, child }
     }
+
+    /// Waits until the holding job runs; false if it does not start.
+    fn running(&self) -> bool {
+        berth_tests::proc::wait_until(std::time::Duration::from_secs(30), || {
+            let o = self
+                .env
+                .stack
+                .cluster
+                .command("squeue")
+                .args(["-h", "-t", "R", "-n", HOLDER, "-o", "%i"])
+                .output()
+                .unwrap();
+            !text(&o.stdout).trim().is_empty()
+        })
+    }
 }
 
 impl Drop for Holder<'_> {
@@ -344,21 +359,71 @@ fn each_task_sees_its_own_gpu_in_the_step_container() {
 
     // Another job holds host GPUs 0 and 1: the step gets 2 and 3, which the
     // container holds as its GPUs 0 and 1.
-    let _holder = Holder::start(&c);
-    let held = berth_tests::proc::wait_until(std::time::Duration::from_secs(30), || {
-        let o = c
-            .stack
-            .cluster
-            .command("squeue")
-            .args(["-h", "-t", "R", "-n", HOLDER, "-o", "%i"])
-            .output()
-            .unwrap();
-        !text(&o.stdout).trim().is_empty()
-    });
-    assert!(held, "the holding job started");
+    let holder = Holder::start(&c);
+    assert!(holder.running(), "the holding job started");
     assert_eq!(
         two_tasks(&c),
         ["0 0 nvidia2 nvidia3", "1 1 nvidia2 nvidia3"]
     );
     leaks::assert_clean();
+}
+
+#[test]
+fn batch_steps_use_the_jobs_gpus_and_an_exported_list_grants_nothing() {
+    let c = cluster();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(berth_tests::user::UID), None).unwrap();
+    let show = "echo $CUDA_VISIBLE_DEVICES $(cd /dev && ls -d nvidia[0-9]* 2>/dev/null)";
+
+    // The batch step of a job holding host GPUs 2 and 3 (another job holds
+    // 0 and 1) has only SLURM_JOB_GPUS: its container gets those two.
+    let holder = Holder::start(&c);
+    assert!(holder.running(), "the holding job started");
+    let script = dir.path().join("job.sh");
+    let output = dir.path().join("job.out");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n#SBATCH --gpus=2\n#SBATCH --container-image={}\n#SBATCH --output={}\n{show}\n",
+            c.image,
+            output.display()
+        ),
+    )
+    .unwrap();
+    let o = c
+        .as_user("sbatch", &["--wait", script.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "sbatch failed: {}", text(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap().trim(),
+        "0,1 nvidia2 nvidia3"
+    );
+    drop(holder);
+    leaks::assert_clean();
+
+    // On a node without GPU gres Slurm passes the user's exported
+    // CUDA_VISIBLE_DEVICES through; it must not give the container a GPU.
+    let Some(multi) = c.stack.cluster.multi_partition() else {
+        panic!("the test cluster has a second node");
+    };
+    let node2 = c.stack.cluster.nodes()[1].clone();
+    let mut cmd = c.as_user(
+        "srun",
+        &[
+            "-p",
+            multi,
+            "-w",
+            &node2,
+            "--container-image",
+            &c.image,
+            "sh",
+            "-c",
+            show,
+        ],
+    );
+    cmd.env("CUDA_VISIBLE_DEVICES", "3");
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "srun failed: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), "3", "no GPU node injected");
 }

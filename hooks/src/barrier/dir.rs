@@ -5,7 +5,8 @@
 //!   by this run of the hook;
 //! - `release`: written by node 0 once every `node.I` exists; holds the
 //!   nonces it saw, one a line;
-//! - `.tmp.I`: node I's file being written (every write is a rename).
+//! - `.tmp.I`: node I's file being written (every write is a rename); only
+//!   node I creates or removes it.
 //!
 //! A node other than 0 is released when `release` holds its own nonce. Files
 //! left by a killed earlier run with the same key can therefore never release
@@ -155,12 +156,13 @@ impl StepDir {
         format!("node.{i}")
     }
 
-    /// Node 0's reset: drops whatever an earlier run with this key left.
+    /// Node 0's reset: drops the arrivals and release an earlier run with
+    /// this key left. Another node's `.tmp.I` is left alone: that node may be
+    /// writing it right now, and it removes a stale one itself before writing.
     fn reset(&self) -> Result<(), DirError> {
         self.remove("release")?;
         for i in 0..self.nnodes {
             self.remove(&Self::node_file(i))?;
-            self.remove(&format!(".tmp.{i}"))?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! An image whose C library is not glibc (musl: no libc.so.6, another loader
 //! name) is refused, since no glibc binary can run on it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::MpiError;
 use crate::elf::{ElfInfo, GlibcVersion};
@@ -116,22 +116,10 @@ pub fn plan(
     Ok(binds)
 }
 
-/// One line saying what the glibc step decided, for the hook's log.
-pub fn describe(binds: &[(PathBuf, PathBuf)]) -> String {
-    if binds.is_empty() {
-        return "glibc: the image's is recent enough".into();
-    }
-    let names: Vec<String> = binds
-        .iter()
-        .filter_map(|(_, i)| Path::new(i).file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .collect();
-    format!("glibc: replaced the image's {}", names.join(" "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn libc_info() -> ElfInfo {
         ElfInfo::parse(&std::fs::read(host_libc()).unwrap()).unwrap()
@@ -178,7 +166,6 @@ mod tests {
             err.contains(&newer.to_string()) && err.contains("fix MPI_LIBS"),
             "{err}"
         );
-        assert!(describe(&[]).contains("recent enough"));
     }
 
     #[test]
@@ -206,7 +193,7 @@ mod tests {
         assert_eq!(binds.len(), 2, "{binds:?}");
         assert_eq!(binds[0].0, host_libc());
         assert_eq!(binds[0].1, Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"));
-        assert!(describe(&binds).contains("libc.so.6 ld-linux"));
+        assert!(binds[1].1.ends_with(loader), "{binds:?}");
     }
 
     #[test]

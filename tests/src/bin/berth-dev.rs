@@ -38,8 +38,8 @@ enum Cmd {
 fn up() -> Result<stack::Stack, StackError> {
     let stack = stack::services()?;
     println!(
-        "cluster: node {} up (SLURM_CONF={})",
-        stack.cluster.node(),
+        "cluster: nodes {} up (SLURM_CONF={})",
+        stack.cluster.nodes().join(", "),
         stack.cluster.conf_path().display()
     );
     println!(
