@@ -253,6 +253,64 @@ fn sbatch_script_runs_in_the_image_and_exit_codes_propagate() {
 }
 
 #[test]
+fn the_environment_is_the_same_under_srun_and_sbatch() {
+    let e = env();
+    let dir = user_dir();
+    // What the tasks see of the variables the rules are about.
+    let probe = "echo PATH=$PATH; echo JOBONLY=$JOBONLY; \
+                 test -n \"$SLURM_JOB_ID\" && echo SLURM_JOB_ID=set";
+    let job_env = [
+        ("PATH", "/job/bin:/usr/bin:/bin"),
+        ("JOBONLY", "from-the-job"),
+    ];
+    for extra in [None, Some("--container-env=PATH")] {
+        let mut args = vec!["--container-image", &e.image];
+        args.extend(extra);
+        args.extend(["sh", "-c", probe]);
+        let mut cmd = e.as_user("srun", &args);
+        cmd.envs(job_env);
+        let under_srun = ok(&cmd.output().unwrap());
+
+        let script = dir.path().join("env.sh");
+        let output = dir.path().join("env.out");
+        let directives = std::iter::once(format!("--container-image={}", e.image))
+            .chain(extra.map(String::from))
+            .chain(std::iter::once(format!("--output={}", output.display())))
+            .map(|d| format!("#SBATCH {d}\n"))
+            .collect::<String>();
+        std::fs::write(&script, format!("#!/bin/sh\n{directives}{probe}\n")).unwrap();
+        let mut cmd = e.as_user("sbatch", &["--wait", script.to_str().unwrap()]);
+        cmd.envs(job_env);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out).1);
+        let under_sbatch = std::fs::read_to_string(&output).unwrap();
+
+        assert_eq!(under_srun, under_sbatch, "with {extra:?}");
+        let want_path = if extra.is_some() {
+            "PATH=/job/bin:/usr/bin:/bin"
+        } else {
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        };
+        assert_eq!(
+            under_srun,
+            format!("{want_path}\nJOBONLY=from-the-job\nSLURM_JOB_ID=set\n"),
+            "with {extra:?}"
+        );
+    }
+    assert_clean();
+}
+
+#[test]
+fn a_step_killed_at_its_time_limit_leaves_nothing() {
+    let e = env();
+    // Slurm's time limits are in minutes: this case takes about one.
+    let out = e.srun(&["--time=1", "--container-image", &e.image, "sleep", "600"]);
+    assert!(!out.status.success(), "the step outlived its limit");
+    assert!(text(&out).1.contains("TIME LIMIT"), "{}", text(&out).1);
+    assert_clean();
+}
+
+#[test]
 fn scancel_of_a_running_containerized_step_cleans_up() {
     let e = env();
     let mut srun = e
