@@ -124,6 +124,26 @@ fn users_run_images_as_themselves_without_privileges() {
     assert!(out.contains("read-only"), "{out}");
     assert!(env.fuse_mounts().is_empty(), "{:?}", env.fuse_mounts());
     assert!(env.bundles().is_empty(), "{:?}", env.bundles());
+    // The user's conversion kept the layers' owners (root), not the user's.
+    let images = env.dir.path().join("store/images");
+    let sqsh = std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "sqsh"))
+        .expect("the pulled image");
+    let listing = Command::new("unsquashfs")
+        .arg("-lln")
+        .arg(&sqsh)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let owners: std::collections::BTreeSet<&str> = listing
+        .lines()
+        .filter(|l| l.contains("squashfs-root"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(owners.into_iter().collect::<Vec<_>>(), ["0/0"], "{listing}");
 
     // What needs root on the host is refused in one line, before any mount.
     let o = env.run(&["run", "-q", "--writable", &image, "true"]);

@@ -189,7 +189,12 @@ impl Converter<'_> {
             &format!("{} entries, {} bytes", stats.entries, stats.bytes),
         );
         let out = work.path().join("image.sqsh");
-        squash::mksquashfs(&staging, &out, &self.site.squashfs).map_err(Cause::Squash)?;
+        let pseudo = work.path().join("ownership.pseudo");
+        let pseudo = applier
+            .write_pseudo_file(&staging, &pseudo)
+            .map_err(io_cause("cannot write", &pseudo))?
+            .then_some(pseudo.as_path());
+        squash::mksquashfs(&staging, &out, &self.site.squashfs, pseudo).map_err(Cause::Squash)?;
         meta.size = std::fs::metadata(&out)
             .map_err(io_cause("cannot stat", &out))?
             .len();

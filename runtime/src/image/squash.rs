@@ -6,11 +6,22 @@ use std::process::{Command, Stdio};
 use crate::site::SquashfsConfig;
 
 /// Runs mksquashfs; the error carries its exit status and last stderr line.
-pub fn mksquashfs(src: &Path, dest: &Path, cfg: &SquashfsConfig) -> Result<(), String> {
+pub fn mksquashfs(
+    src: &Path,
+    dest: &Path,
+    cfg: &SquashfsConfig,
+    pseudo: Option<&Path>,
+) -> Result<(), String> {
     let mut cmd = Command::new("mksquashfs");
     cmd.arg(src)
         .arg(dest)
         .args(["-noappend", "-no-exports", "-quiet", "-no-progress"]);
+    if let Some(p) = pseudo {
+        // A user's conversion: owners and modes from the layers, and the
+        // root directory as every image has it.
+        cmd.arg("-pf").arg(p);
+        cmd.args(["-root-mode", "755", "-root-uid", "0", "-root-gid", "0"]);
+    }
     match cfg.compression.as_str() {
         "none" => {
             cmd.args(["-noI", "-noD", "-noF", "-noX"]);

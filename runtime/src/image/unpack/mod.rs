@@ -8,7 +8,7 @@ mod fsops;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -53,6 +53,9 @@ pub struct Applier {
     /// only hide lower layers, never entries of their own layer.
     added: HashSet<Vec<u8>>,
     stats: Stats,
+    /// Rootless: the owner and mode each entry should have (we could not set
+    /// them), handed to mksquashfs as pseudo definitions. Later layers win.
+    owners: BTreeMap<Vec<u8>, (u32, u32, u32)>,
 }
 
 /// A normalised entry path: components joined by `/`, no `.`/`..`, not absolute.
@@ -92,7 +95,32 @@ impl Applier {
             rootless,
             added: HashSet::new(),
             stats: Stats::default(),
+            owners: BTreeMap::new(),
         })
+    }
+
+    /// Rootless only: writes a mksquashfs pseudo file (`-pf`) giving every
+    /// entry still in the tree the owner and mode its layer recorded, so an
+    /// image converted by a user keeps root-owned files root-owned. Returns
+    /// false when there is nothing to write (as root, ownership is real).
+    /// setuid/setgid bits stay dropped. Names mksquashfs cannot parse in a
+    /// pseudo file (whitespace, quotes, backslashes) keep the user's ownership.
+    pub fn write_pseudo_file(&self, staging: &Path, out: &Path) -> io::Result<bool> {
+        if !self.rootless || self.owners.is_empty() {
+            return Ok(false);
+        }
+        let mut text = Vec::new();
+        for (path, (mode, uid, gid)) in &self.owners {
+            let plain = !path
+                .iter()
+                .any(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\\' | b'\''));
+            if plain && std::fs::symlink_metadata(staging.join(OsStr::from_bytes(path))).is_ok() {
+                text.extend_from_slice(path);
+                text.extend_from_slice(format!(" m {mode:o} {uid} {gid}\n").as_bytes());
+            }
+        }
+        std::fs::write(out, text)?;
+        Ok(true)
     }
 
     /// What has been applied so far.
@@ -261,6 +289,14 @@ impl Applier {
                 fsops::set_meta(dir, name, owner, Some(fix(mode, 0o600)), mtime)?;
             }
             _ => return Err(EntryError::Unsafe("unsupported tar entry type")),
+        }
+        if self.rootless && kind != EntryType::Link {
+            let mode = if kind == EntryType::Symlink {
+                0o777
+            } else {
+                mode & 0o1777
+            };
+            self.owners.insert(path.clone(), (mode, uid, gid));
         }
         self.added.insert(path);
         Ok(())

@@ -224,3 +224,43 @@ fn whiteouts_and_opaque_dirs_hide_lower_layers_only() {
         std::fs::metadata(s.staging.join("f")).unwrap().ino()
     );
 }
+
+#[test]
+fn rootless_unpack_records_owners_for_mksquashfs() {
+    let owned = |name: &str, kind: EntryType, mode: u32, uid: u64| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(uid + 1);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let s = scene();
+    let mut a = Applier::new(&s.staging, true).unwrap();
+    let layers = [
+        owned("etc", EntryType::Directory, 0o755, 0),
+        owned("etc/shadow", EntryType::Regular, 0o4640, 0),
+        owned("home/u/gone", EntryType::Regular, 0o600, 1000),
+        owned("home/u/.wh.gone", EntryType::Regular, 0o600, 0),
+        owned("etc/with space", EntryType::Regular, 0o644, 0),
+    ];
+    for (i, l) in layers.iter().enumerate() {
+        a.apply(&format!("sha256:l{i}"), &l[..]).unwrap();
+    }
+    let pf = s.host.join("pf");
+    assert!(a.write_pseudo_file(&s.staging, &pf).unwrap());
+    // setuid dropped, the whited-out file and the unparseable name left out.
+    assert_eq!(
+        std::fs::read_to_string(&pf).unwrap(),
+        "etc m 755 0 1\netc/shadow m 640 0 1\n"
+    );
+    std::fs::remove_file(&pf).unwrap();
+    // As root the tree's own ownership is right: no pseudo file.
+    let root_applier = Applier::new(&s.staging, false).unwrap();
+    assert!(!root_applier.write_pseudo_file(&s.staging, &pf).unwrap());
+}
