@@ -46,3 +46,38 @@ impl Env {
         self.as_user("srun", args).output().expect("srun runs")
     }
 }
+
+impl Env {
+    /// The busybox image pushed under `tag` of the caller's own, so that a
+    /// test-only hooks.d file can select its steps alone (annotation
+    /// `org.opencontainers.image.ref.name` ends in `:TAG`).
+    pub fn busybox_tagged(&self, tag: &str) -> String {
+        let catalog = stack::images(&self.stack).expect("images are pushed");
+        let bb = &catalog.busybox;
+        let target = self.stack.plain.push_target();
+        crate::image::push::push(&bb.layout_dir, &bb.tag, &target, &bb.repository(), tag)
+            .expect("the tag is pushed");
+        format!("{}/{}:{tag}", self.stack.plain.host(), bb.repository())
+    }
+}
+
+/// A test-only hooks.d file (`test-NAME.json`, which
+/// [`crate::hooks_d::install`] leaves alone), removed when dropped.
+pub struct TestHook(std::path::PathBuf);
+
+impl TestHook {
+    /// Installs `hook` (OCI hooks JSON) root-owned and 0644, as the runtime's
+    /// trust check requires.
+    pub fn install(name: &str, hook: &serde_json::Value) -> Self {
+        let path = crate::hooks_d::dir().join(format!("test-{name}.json"));
+        crate::fsutil::write_atomic(&path, hook.to_string().as_bytes(), 0o644)
+            .expect("the test hook is written");
+        TestHook(path)
+    }
+}
+
+impl Drop for TestHook {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

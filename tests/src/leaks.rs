@@ -39,13 +39,18 @@ pub fn assert_clean() {
         "host mounts left: {mounts}"
     );
     let store = site::store();
-    let loops: Vec<String> = std::fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .filter(|f| Path::new(f.trim()).starts_with(&store))
-        .collect();
-    assert!(loops.is_empty(), "loop devices left: {loops:?}");
+    let loops = || -> Vec<String> {
+        std::fs::read_dir("/sys/block")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+            .filter(|f| Path::new(f.trim()).starts_with(&store))
+            .collect()
+    };
+    // Loop devices are global: node 2 of a multi-node step (whose state the
+    // checks above do not see) may still be removing its container.
+    proc::wait_until(Duration::from_secs(10), || loops().is_empty());
+    assert!(loops().is_empty(), "loop devices left: {:?}", loops());
     let creators: Vec<i32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()

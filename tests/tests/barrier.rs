@@ -3,21 +3,11 @@
 //! is ready.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use berth_tests::image::push::push;
+use berth_tests::e2e::{self, TestHook};
 use berth_tests::leaks::assert_clean;
-use berth_tests::{fsutil, hooks_d, paths, stack, user};
-
-/// A test-only hooks.d file, removed when dropped (`install` leaves `test-*`
-/// files alone).
-struct TestHook(PathBuf);
-
-impl Drop for TestHook {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use berth_tests::{paths, user};
 
 /// A file's modification time in nanoseconds (the same clock on both nodes:
 /// they are one host).
@@ -28,56 +18,46 @@ fn mtime_ns(p: &Path) -> i128 {
 
 #[test]
 fn no_task_starts_before_the_slow_nodes_container_is_ready() {
-    let _lock = berth_tests::lock::exclusive(&paths::root().join("containers.lock")).unwrap();
-    let s = stack::services().expect("stack starts");
-    let catalog = stack::images(&s).expect("images are pushed");
-    let partition = s
+    let e = e2e::env();
+    let partition = e
+        .stack
         .cluster
         .multi_partition()
         .expect("the default test cluster has a second node");
-    // A tag of our own, so the slow hook fires for this test only.
-    let bb = &catalog.busybox;
-    push(
-        &bb.layout_dir,
-        &bb.tag,
-        &s.plain.push_target(),
-        &bb.repository(),
-        "barrier-e2e",
-    )
-    .unwrap();
-    let image = format!("{}/{}:barrier-e2e", s.plain.host(), bb.repository());
-
+    let image = e.busybox_tagged("barrier-e2e");
     // Files in the shared home: the slow node's "ready" mark and each task's
     // start mark.
     let dir = tempfile::tempdir_in(format!("/home/{}", user::NAME)).unwrap();
     std::os::unix::fs::chown(dir.path(), Some(user::UID), None).unwrap();
     let ready = dir.path().join("ready");
-    // prestart runs before every createRuntime hook, so before the barrier.
-    let file = hooks_d::dir().join("test-barrier-slow-node.json");
-    let hook = serde_json::json!({
-        "version": "1.0.0",
-        "hook": {
-            "path": "/bin/sh",
-            "args": ["sh", "-c", format!("sleep 3; touch {}", ready.display())],
-        },
-        "when": {"annotations": {
-            "^com\\.berth\\.slurm\\.node_id$": "^1$",
-            "^org\\.opencontainers\\.image\\.ref\\.name$": ":barrier-e2e$",
-        }},
-        "stages": ["prestart"],
-    });
-    fsutil::write_atomic(&file, hook.to_string().as_bytes(), 0o644).unwrap();
-    let _hook = TestHook(file);
-
-    let out = s
-        .cluster
-        .command("/usr/sbin/runuser")
-        .args(["-u", user::NAME, "--", "srun", "-p", partition, "-N2"])
-        .args(["--container-image", &image, "sh", "-c"])
-        .arg(format!("touch {}/task.$SLURM_NODEID", dir.path().display()))
-        .current_dir("/tmp")
-        .output()
-        .unwrap();
+    // prestart runs before every createRuntime hook, so before the barrier;
+    // without the barrier, node 0's task would start 3 s before `ready`.
+    let _hook = TestHook::install(
+        "barrier-slow-node",
+        &serde_json::json!({
+            "version": "1.0.0",
+            "hook": {
+                "path": "/bin/sh",
+                "args": ["sh", "-c", format!("sleep 3; touch {}", ready.display())],
+            },
+            "when": {"annotations": {
+                "^com\\.berth\\.slurm\\.node_id$": "^1$",
+                "^org\\.opencontainers\\.image\\.ref\\.name$": ":barrier-e2e$",
+            }},
+            "stages": ["prestart"],
+        }),
+    );
+    let script = format!("touch {}/task.$SLURM_NODEID", dir.path().display());
+    let out = e.srun(&[
+        "-p",
+        partition,
+        "-N2",
+        "--container-image",
+        &image,
+        "sh",
+        "-c",
+        &script,
+    ]);
     assert!(
         out.status.success(),
         "{}",

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_tests::e2e::{self, Env};
+use berth_tests::e2e::{self, Env, TestHook};
 use berth_tests::leaks::assert_clean;
 use berth_tests::{paths, proc, user};
 
@@ -138,5 +138,44 @@ fn missing_keys_fail_the_step_with_one_clear_line() {
         "{err}"
     );
     assert_no_ssh_left();
+    assert_clean();
+}
+
+#[test]
+fn dropbear_dies_when_a_later_hook_fails_the_create() {
+    let e = env();
+    let image = e.busybox_tagged("ssh-fail");
+    // Sorts after 40-ssh.json: dropbear runs when it fails, and it first
+    // copies dropbear's pid file (pid and start time).
+    let out_dir = tempfile::tempdir().unwrap();
+    let seen = out_dir.path().join("dropbear.pid");
+    let script = format!(
+        "cat {}/bundles/slurm-*/ssh/dropbear.pid > {}; exit 1",
+        berth_tests::leaks::STATE_ROOT,
+        seen.display()
+    );
+    let _hook = TestHook::install(
+        "ssh-later-failure",
+        &serde_json::json!({
+            "version": "1.0.0",
+            "hook": {"path": "/bin/sh", "args": ["sh", "-c", script]},
+            "when": {"annotations": {
+                "^org\\.opencontainers\\.image\\.ref\\.name$": ":ssh-fail$",
+            }},
+            "stages": ["createRuntime"],
+        }),
+    );
+    let out = e.srun(&["--container-image", &image, "--container-ssh", "true"]);
+    assert!(!out.status.success(), "the create fails");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("createRuntime hook /bin/sh failed"), "{err}");
+    let text = std::fs::read_to_string(&seen).unwrap();
+    let pid: i32 = text
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("dropbear was running: {text:?}"));
+    assert_no_ssh_left();
+    assert!(!proc::is_alive(pid), "dropbear {pid} is gone");
     assert_clean();
 }

@@ -3,7 +3,7 @@
 //! `/run`, ports, loopback and hostname) while `/var/tmp`, `/home`, the store and
 //! the Slurm directories stay shared, as a cluster's shared filesystem would be.
 //!
-//! The network namespace is a named one ([`super::network`]): slurmctld and
+//! The network namespace is a named one (see `network.rs`): slurmctld and
 //! node 1 are reached at the host end of a veth pair, node 2 at the other. Its
 //! mount and UTS namespaces belong to its slurmd, so they vanish with it; nothing
 //! of them outlives teardown.
@@ -71,7 +71,7 @@ mount --bind "$hosts" /etc/hosts
 exec "$@""#;
 
 /// Program and arguments that run `command` as node 2's daemon: in its network
-/// namespace, in new mount and UTS namespaces set up by [`ENTER`].
+/// namespace, in new mount and UTS namespaces set up by a small shell script (`ENTER`).
 pub fn wrap(node: &SecondNode, hosts: &Path, root: &Path, command: &[String]) -> Vec<String> {
     let mut args = vec![
         format!("--net={}", node.netns_path().display()),

@@ -28,9 +28,13 @@ impl Cluster {
         let unchanged = fs::read_to_string(self.conf_path()).is_ok_and(|old| old == slurm_conf);
         write(&self.conf_path(), &slurm_conf, 0o644)?;
         write(&d.join("cgroup.conf"), &conf::cgroup_conf(), 0o644)?;
-        // slurm.conf names the GPU count and directory, so a change there restarts.
+        // Made once: remaking them would race with steps that bind them now.
         let minors: Vec<u32> = (0..self.cfg.gpus).collect();
-        fake_gpu::make_dev_dir(&self.gpu_dir(), &minors)?;
+        if !devices_present(&self.gpu_dir(), &minors) {
+            fake_gpu::make_dev_dir(&self.gpu_dir(), &minors)?;
+        }
+        // gres.conf follows from what slurm.conf names (GPU count, directory), so
+        // comparing slurm.conf alone decides a restart.
         let gres = conf::gres_conf(&self.node, &self.gpu_dir(), self.cfg.gpus);
         write(&d.join("gres.conf"), &gres, 0o644)?;
         if let Some(n2) = &self.cfg.second_node {
@@ -274,4 +278,15 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// True when `dir` holds the fake GPU nodes `nvidiaM` (195:M) for all `minors`.
+fn devices_present(dir: &Path, minors: &[u32]) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    minors.iter().all(|&m| {
+        fs::symlink_metadata(dir.join(format!("nvidia{m}"))).is_ok_and(|meta| {
+            meta.file_type().is_char_device()
+                && meta.rdev() == nix::sys::stat::makedev(fake_gpu::NVIDIA_MAJOR, m.into())
+        })
+    })
 }
