@@ -63,6 +63,14 @@ fn tasks_see_the_image_and_share_one_container() {
     let e = env();
     let out = ok(&e.srun(&["--container-image", &e.image, "cat", "/etc/os-release"]));
     assert!(out.contains("NAME=\"berth-test-busybox\""), "{out}");
+    // Host network, host resolver: node names resolve as on the host.
+    for f in ["/etc/hosts", "/etc/resolv.conf"] {
+        let Ok(host) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        let out = ok(&e.srun(&["--container-image", &e.image, "cat", f]));
+        assert_eq!(out, host, "{f}");
+    }
 
     let out = ok(&e.srun(&[
         "-n4",

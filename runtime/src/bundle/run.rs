@@ -255,6 +255,9 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
         }));
     }
     let mounted = mount_located(located, overlay, &id)?;
+    if !overlay {
+        spec::drop_missing_host_files(&mut spec, &mounted.rootfs);
+    }
     if rootless {
         spec::make_rootless(
             &mut spec,

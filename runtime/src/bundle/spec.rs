@@ -253,6 +253,28 @@ pub fn make_rootless(spec: &mut Spec, uid: u32, gid: u32) -> Result<(), BundleEr
     Ok(())
 }
 
+/// Host files every container sees in place of the image's.
+const HOST_FILES: &[&str] = &["/etc/hosts", "/etc/resolv.conf"];
+
+/// A read-only root cannot take new mount points: drops the host resolver
+/// files the image has no file for (inside `rootfs`, resolved in the root).
+pub fn drop_missing_host_files(spec: &mut Spec, rootfs: &Path) {
+    let Ok(root) = std::fs::File::open(rootfs) else {
+        return;
+    };
+    let missing = |dst: &Path| {
+        HOST_FILES.iter().any(|f| Path::new(f) == dst)
+            && crate::resolve::open_in_root(std::os::fd::AsFd::as_fd(&root), dst).is_err()
+    };
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    spec.set_mounts(Some(
+        mounts
+            .into_iter()
+            .filter(|m| !missing(m.destination()))
+            .collect(),
+    ));
+}
+
 /// Builds the spec for `rootfs` (a path relative to the bundle).
 pub fn build(
     img: &RunConfig,
@@ -281,6 +303,14 @@ pub fn build(
     root.set_readonly(Some(!o.writable));
     spec.set_root(Some(root));
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    // The container shares the host's network, so it resolves names as the
+    // host does (node names for MPI and SSH): the host's resolver files,
+    // read-only, before site and user mounts so those can still replace them.
+    for f in HOST_FILES {
+        if Path::new(f).is_file() {
+            mounts.push(bind(Path::new(f), Path::new(f), true)?);
+        }
+    }
     for m in &site.mounts {
         mounts.push(bind(&m.source, &m.destination, m.readonly)?);
     }
