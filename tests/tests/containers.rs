@@ -8,42 +8,9 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use berth_tests::e2e::env;
 use berth_tests::leaks::{assert_clean, leftover, STATE_ROOT};
-use berth_tests::stack::{self, Stack};
 use berth_tests::{paths, proc, site, user};
-
-struct Env {
-    stack: Stack,
-    image: String,
-    _lock: nix::fcntl::Flock<std::fs::File>,
-}
-
-fn env() -> Env {
-    let lock = berth_tests::lock::exclusive(&paths::root().join("containers.lock")).unwrap();
-    let stack = stack::services().expect("stack starts");
-    stack::images(&stack).expect("images are pushed");
-    let image = format!("{}/berth-test/busybox:latest", stack.plain.host());
-    Env {
-        stack,
-        image,
-        _lock: lock,
-    }
-}
-
-impl Env {
-    /// A Slurm client run as the job user, from a directory it can read.
-    fn as_user(&self, program: &str, args: &[&str]) -> Command {
-        let mut cmd = self.stack.cluster.command("/usr/sbin/runuser");
-        cmd.args(["-u", user::NAME, "--", program])
-            .args(args)
-            .current_dir("/tmp");
-        cmd
-    }
-
-    fn srun(&self, args: &[&str]) -> Output {
-        self.as_user("srun", args).output().expect("srun runs")
-    }
-}
 
 fn text(out: &Output) -> (String, String) {
     (
