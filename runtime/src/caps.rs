@@ -15,6 +15,18 @@ pub enum CapsError {
     },
 }
 
+/// Every set empty: what an unprivileged process keeps. (oci-spec's
+/// `Default` holds runc's three capabilities, so it is not this.)
+pub fn none() -> LinuxCapabilities {
+    let mut c = LinuxCapabilities::default();
+    c.set_bounding(Some(Capabilities::new()));
+    c.set_effective(Some(Capabilities::new()));
+    c.set_inheritable(Some(Capabilities::new()));
+    c.set_permitted(Some(Capabilities::new()));
+    c.set_ambient(Some(Capabilities::new()));
+    c
+}
+
 fn last_cap() -> u8 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()

@@ -306,15 +306,7 @@ fn spawn(l: &Launch, log: &std::fs::File) -> Result<std::process::Child, DaemonE
     );
     let root = std::ffi::CString::new(l.rootfs.as_os_str().as_encoded_bytes())
         .map_err(|_| DaemonError::Spawn("the rootfs path has a NUL byte".into()))?;
-    let empty = oci_spec::runtime::Capabilities::new;
-    let none = oci_spec::runtime::LinuxCapabilitiesBuilder::default()
-        .bounding(empty())
-        .effective(empty())
-        .inheritable(empty())
-        .permitted(empty())
-        .ambient(empty())
-        .build()
-        .map_err(|e| DaemonError::Spawn(e.to_string()))?;
+    let none = berth::caps::none();
     let (uid, gid, groups) = (l.uid, l.gid, l.groups.clone());
     let mut cmd = Command::new(&l.argv[0]);
     cmd.args(&l.argv[1..])

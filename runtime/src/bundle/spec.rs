@@ -237,17 +237,7 @@ pub fn make_rootless(spec: &mut Spec, uid: u32, gid: u32) -> Result<(), BundleEr
     set_user(spec, (uid, gid));
     // The user keeps no capability, not even inside their own namespace.
     let mut process = spec.process().clone().unwrap_or_default();
-    // (oci-spec's Default holds runc's three, so every set is emptied.)
-    let empty = oci_spec::runtime::Capabilities::new;
-    let none = oci_spec::runtime::LinuxCapabilitiesBuilder::default()
-        .bounding(empty())
-        .effective(empty())
-        .inheritable(empty())
-        .permitted(empty())
-        .ambient(empty())
-        .build()
-        .map_err(|e| invalid(format!("capabilities: {e}")))?;
-    process.set_capabilities(Some(none));
+    process.set_capabilities(Some(crate::caps::none()));
     process.set_no_new_privileges(Some(true));
     spec.set_process(Some(process));
     Ok(())
