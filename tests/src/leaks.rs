@@ -51,15 +51,6 @@ pub fn assert_clean() {
     // checks above do not see) may still be removing its container.
     proc::wait_until(Duration::from_secs(10), || loops().is_empty());
     assert!(loops().is_empty(), "loop devices left: {:?}", loops());
-    let creators: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|p| proc::is_alive(*p))
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.windows(12).any(|w| w == b"slurm-create"))
-        })
-        .collect();
+    let creators = proc::with_cmdline(|c| c.contains("slurm-create"));
     assert!(creators.is_empty(), "runtime processes left: {creators:?}");
 }

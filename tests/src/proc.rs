@@ -71,6 +71,23 @@ pub fn in_namespace(ns_file: &Path, kind: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Live processes with their command line (arguments joined by spaces) for
+/// which `keep` holds.
+pub fn with_cmdline(mut keep: impl FnMut(&str) -> bool) -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| is_alive(*p))
+        .filter_map(|p| {
+            let raw = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            keep(cmd.trim_end()).then(|| (p, cmd.trim_end().to_string()))
+        })
+        .collect()
+}
+
 /// Polls `done` every 20 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -359,17 +359,11 @@ fn bad_requests_fail_with_one_line_and_leave_nothing() {
     assert_clean();
 }
 
-/// Live processes whose command line starts with `prefix`.
+/// Live processes whose command line (arguments joined by spaces) starts with `prefix`.
 fn pids_with_cmdline(prefix: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|p| proc::is_alive(*p))
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.starts_with(prefix.as_bytes()))
-        })
+    proc::with_cmdline(|c| c.starts_with(prefix))
+        .into_iter()
+        .map(|(p, _)| p)
         .collect()
 }
 
@@ -395,14 +389,14 @@ fn leftovers_of_a_killed_slurmstepd_are_removed_by_gc() {
     let state = || leftover(STATE_ROOT);
     assert!(proc::wait_until(Duration::from_secs(30), || !state()
         .is_empty()
-        && !pids_with_cmdline("/usr/bin/sleep\x00301").is_empty()));
+        && !pids_with_cmdline("/usr/bin/sleep 301").is_empty()));
     let id = state()[0].clone();
     let step = id.trim_start_matches("slurm-").to_string();
     let stepd = pids_with_cmdline(&format!("slurmstepd: [{step}]"));
     assert!(!stepd.is_empty(), "the step's slurmstepd runs");
     for pid in stepd
         .iter()
-        .chain(pids_with_cmdline("/usr/bin/sleep\x00301").iter())
+        .chain(pids_with_cmdline("/usr/bin/sleep 301").iter())
     {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(*pid),
@@ -423,7 +417,7 @@ fn leftovers_of_a_killed_slurmstepd_are_removed_by_gc() {
         .unwrap();
     assert!(gc.status.success(), "{}", text(&gc).1);
     assert!(
-        text(&gc).0.contains("1 stale step containers"),
+        text(&gc).0.contains("1 stale containers"),
         "{}",
         text(&gc).0
     );

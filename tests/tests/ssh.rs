@@ -34,17 +34,7 @@ fn env() -> Env {
 /// nodes share its pid namespace): dropbear servers and sessions, clients,
 /// keepers.
 fn ssh_processes() -> Vec<(i32, String)> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| proc::is_alive(*p))
-        .filter_map(|p| {
-            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains("/opt/berth/ssh/") || cmd.contains("berth-hook-ssh")).then_some((p, cmd))
-        })
-        .collect()
+    proc::with_cmdline(|cmd| cmd.contains("/opt/berth/ssh/") || cmd.contains("berth-hook-ssh"))
 }
 
 fn assert_no_ssh_left() {
