@@ -534,3 +534,32 @@ fn a_foreign_namespace_of_the_same_name_is_reported_and_kept() {
     assert!(kept, "another cluster's namespace is not deleted");
     assert!(cluster.0.processes().is_empty());
 }
+
+#[test]
+fn second_node_etc_hosts_names_both_nodes_and_stays_bindable() {
+    let stack = stack::services().expect("stack starts");
+    // Every later start (each test calls it) must leave node 2's /etc/hosts on a
+    // live file: berth binds it into containers.
+    let _again = stack::services().expect("stack is reused");
+    let cluster = &stack.cluster;
+    let n2 = cluster.second_node().unwrap();
+    let script = format!(
+        "getent hosts {node1} {node2} && t=$(mktemp) && mount --bind /etc/hosts $t \
+         && umount $t && rm $t",
+        node1 = cluster.node(),
+        node2 = n2.name
+    );
+    let mut sh = cluster.on_second_node("/bin/sh").unwrap();
+    sh.args(["-c", &script]);
+    let text = run_ok(sh);
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        [
+            &n2.host_addr.to_string(),
+            cluster.node(),
+            &n2.node_addr.to_string(),
+            &n2.name
+        ],
+        "node 2 resolves node 1 to the host end of the pair and itself to its own"
+    );
+}

@@ -38,11 +38,7 @@ impl Cluster {
         let gres = conf::gres_conf(&self.node, &self.gpu_dir(), self.cfg.gpus);
         write(&d.join("gres.conf"), &gres, 0o644)?;
         if let Some(n2) = &self.cfg.second_node {
-            write(
-                &self.hosts_path(),
-                &node2::hosts_file(&self.node, n2),
-                0o644,
-            )?;
+            self.write_hosts(&node2::hosts_file(&self.node, n2))?;
         }
         // slurmstepd reads plugstack.conf at every step, so it can change under a
         // running cluster without a restart.
@@ -64,6 +60,21 @@ impl Cluster {
 
     fn hosts_path(&self) -> PathBuf {
         self.cfg.dir.join("hosts")
+    }
+
+    /// Writes node 2's hosts file in place and only when it changes: node 2
+    /// bind-mounts it over its `/etc/hosts`, and a file replaced by a rename
+    /// would leave that mount on a deleted inode, which berth cannot bind
+    /// into containers (ENOENT).
+    fn write_hosts(&self, text: &str) -> Result<(), ClusterError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.hosts_path();
+        if fs::read_to_string(&path).is_ok_and(|old| old == text) {
+            return Ok(());
+        }
+        fs::write(&path, text)
+            .and_then(|_| fs::set_permissions(&path, fs::Permissions::from_mode(0o644)))
+            .map_err(|source| ClusterError::Io { path, source })
     }
 
     pub(super) fn start_daemons(&self) -> Result<(), ClusterError> {
