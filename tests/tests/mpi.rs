@@ -6,47 +6,20 @@
 
 use std::process::Output;
 
+use berth_tests::e2e::{env, Env};
 use berth_tests::image::mpi::{host_library, old_file_name, HOST_MARK, IMAGE_MARK, PINGPONG};
 use berth_tests::leaks::assert_clean;
-use berth_tests::stack::{self, Stack};
-use berth_tests::{paths, user};
 
-struct Env {
-    stack: Stack,
-    _lock: nix::fcntl::Flock<std::fs::File>,
-}
-
-fn env() -> Env {
-    // The same lock as tests/containers.rs: the leak checks need the node
-    // to run no other container step.
-    let lock = berth_tests::lock::exclusive(&paths::root().join("containers.lock")).unwrap();
-    let stack = stack::services().expect("stack starts");
-    stack::images(&stack).expect("images are pushed");
-    Env { stack, _lock: lock }
-}
-
-impl Env {
-    fn image(&self, name: &str) -> String {
-        format!("{}/berth-test/{name}:latest", self.stack.plain.host())
+/// `srun --mpi=pmi2 -n2` of the ping-pong in test image `name`, as the job
+/// user, with `--container-mpi` when `hook`.
+fn pingpong(e: &Env, name: &str, hook: bool) -> Output {
+    let image = format!("{}/berth-test/{name}:latest", e.stack.plain.host());
+    let mut args = vec!["--mpi=pmi2", "-n2", "--container-image", &image];
+    if hook {
+        args.push("--container-mpi");
     }
-
-    /// `srun --mpi=pmi2 -n2` of the ping-pong in `image`, as the job user.
-    fn pingpong(&self, image: &str, hook: bool) -> Output {
-        let image = self.image(image);
-        let mut args = vec!["--mpi=pmi2", "-n2", "--container-image", &image];
-        if hook {
-            args.push("--container-mpi");
-        }
-        args.extend([PINGPONG, "20"]);
-        self.stack
-            .cluster
-            .command("/usr/sbin/runuser")
-            .args(["-u", user::NAME, "--", "srun"])
-            .args(&args)
-            .current_dir("/tmp")
-            .output()
-            .expect("srun runs")
-    }
+    args.extend([PINGPONG, "20"]);
+    e.srun(&args)
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -71,7 +44,7 @@ fn mark(m: &[u8]) -> String {
 #[test]
 fn hook_swaps_in_the_host_mpi_and_the_pingpong_completes() {
     let e = env();
-    let out = e.pingpong("mpi", true);
+    let out = pingpong(&e, "mpi", true);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "step failed: {stdout}{stderr}");
     assert!(
@@ -90,7 +63,7 @@ fn hook_swaps_in_the_host_mpi_and_the_pingpong_completes() {
 #[test]
 fn without_the_hook_the_image_keeps_its_own_mpi() {
     let e = env();
-    let out = e.pingpong("mpi", false);
+    let out = pingpong(&e, "mpi", false);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "step failed: {stdout}{stderr}");
     assert!(
@@ -104,7 +77,7 @@ fn without_the_hook_the_image_keeps_its_own_mpi() {
 #[test]
 fn an_incompatible_image_fails_with_one_clear_line() {
     let e = env();
-    let out = e.pingpong("mpi-old", true);
+    let out = pingpong(&e, "mpi-old", true);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "step passed: {stdout}");
     assert!(!stdout.contains("library:"), "the program ran: {stdout}");

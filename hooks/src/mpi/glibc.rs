@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use super::MpiError;
-use crate::elf::{ElfInfo, GlibcVersion};
+use crate::elf::{ElfInfo, GlibcVersion, Mapped};
 use crate::inject::Rootfs;
 use crate::libpath::{Finder, Host, Tree};
 
@@ -76,9 +76,9 @@ pub fn plan(
         .find("libc.so.6", &[])
         .and_then(|p| host.tree().real(&p))
         .ok_or_else(|| refuse("the host has no libc.so.6".into()))?;
-    let host_info = Host
-        .read(&host_libc)
-        .and_then(|b| ElfInfo::parse(&b).ok())
+    let host_info = Mapped::open(&host_libc)
+        .ok()
+        .and_then(|m| ElfInfo::parse(m.bytes()).ok())
         .ok_or_else(|| refuse(format!("cannot read {}", host_libc.display())))?;
     let host_version = host_info.glibc_defined.unwrap_or(GlibcVersion(0, 0));
     if host_version < required {

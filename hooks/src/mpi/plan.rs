@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::abi::LibVersion;
 use super::{glibc, Config, MpiError};
-use crate::elf::{ElfInfo, GlibcVersion};
+use crate::elf::{ElfInfo, GlibcVersion, Mapped};
 use crate::inject::Rootfs;
 use crate::libpath::{Finder, Host, Tree};
 
@@ -40,9 +40,9 @@ impl HostLib {
                 path.display()
             ))
         })?;
-        let bytes = std::fs::read(&real)
+        let mapped = Mapped::open(&real)
             .map_err(|e| MpiError::Config(format!("cannot read {what} {}: {e}", real.display())))?;
-        let info = ElfInfo::parse(&bytes)
+        let info = ElfInfo::parse(mapped.bytes())
             .map_err(|e| MpiError::Config(format!("{what} {}: {e}", real.display())))?;
         Ok(HostLib { real, info })
     }
