@@ -56,6 +56,7 @@ pub fn source_fingerprint() -> String {
         include_str!("layer.rs"),
         include_str!("layered.rs"),
         include_str!("manifest.rs"),
+        include_str!("mpi.rs"),
         include_str!("oci.rs"),
         include_str!("source.rs"),
         include_str!("tarball.rs"),

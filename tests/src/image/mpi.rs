@@ -50,8 +50,12 @@ pub fn host_library() -> Result<PathBuf, ImageError> {
 pub fn compile(build_dir: &Path) -> Result<PathBuf, ImageError> {
     fs::create_dir_all(build_dir).map_err(ImageError::io("cannot create", build_dir))?;
     let src = build_dir.join("pingpong.c");
-    fs::write(&src, PINGPONG_C).map_err(ImageError::io("cannot write", &src))?;
     let bin = build_dir.join("pingpong");
+    // The binary is an input of the image's cache stamp (by mtime): rebuild
+    // it only when the source changed, so an unchanged image is reused.
+    if write_if_changed(&src, PINGPONG_C.as_bytes())? == Fresh::Same && bin.is_file() {
+        return Ok(bin);
+    }
     let out = Command::new("mpicc")
         .args(["-O2", "-o"])
         .arg(&bin)
@@ -69,6 +73,23 @@ pub fn compile(build_dir: &Path) -> Result<PathBuf, ImageError> {
         ));
     }
     Ok(bin)
+}
+
+/// Whether [`write_if_changed`] wrote.
+#[derive(Debug, PartialEq, Eq)]
+enum Fresh {
+    Same,
+    Written,
+}
+
+/// Writes `data` to `path` unless it already holds exactly that, keeping the
+/// file's mtime (a cache stamp input) when nothing changed.
+fn write_if_changed(path: &Path, data: &[u8]) -> Result<Fresh, ImageError> {
+    if fs::read(path).is_ok_and(|old| old == data) {
+        return Ok(Fresh::Same);
+    }
+    fs::write(path, data).map_err(ImageError::io("cannot write", path))?;
+    Ok(Fresh::Written)
 }
 
 /// `data` with [`HOST_MARK`] replaced by [`IMAGE_MARK`]; fails unless the
@@ -120,8 +141,7 @@ pub fn recipe(name: &str, build_dir: &Path) -> Result<Recipe, ImageError> {
     add_with_libraries(&mut tree, &objects)?;
     let data = fs::read(&lib).map_err(ImageError::io("cannot read", &lib))?;
     let patched = build_dir.join("libmpich-image.so");
-    fs::write(&patched, patch_version(&data, &lib)?)
-        .map_err(ImageError::io("cannot write", &patched))?;
+    write_if_changed(&patched, &patch_version(&data, &lib)?)?;
     let lib_image = lib.to_string_lossy().into_owned();
     let old_name = old_file_name(&lib)?;
     let mut top = layer_with(&tree, |path, node| match node {
