@@ -226,10 +226,15 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
 /// Called by Slurm with its own handle.
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_task_init_privileged(
-    _sp: spank_t,
+    sp: spank_t,
     _argc: libc::c_int,
     _argv: *mut *mut libc::c_char,
 ) -> libc::c_int {
+    // The held error is the node's, not the task's: its first task reports it
+    // and the others fail quietly, so srun shows it once per node.
+    if with_state(|s| s.held.is_some()) && Spank(sp).local_task_id().is_ok_and(|t| t != 0) {
+        return crate::ffi::SPANK_FAIL;
+    }
     guard("container", || -> Result<(), String> {
         if let Some(e) = with_state(|s| s.held.clone()) {
             return Err(e);

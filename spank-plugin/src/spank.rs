@@ -71,6 +71,11 @@ impl Spank {
         Ok(v)
     }
 
+    /// This task's index among the node's tasks (task callbacks only).
+    pub fn local_task_id(&self) -> Result<u32, SpankError> {
+        self.u32_item(spank_item_t::S_TASK_ID)
+    }
+
     /// The job id (also available in the job prolog and epilog).
     pub fn job_id(&self) -> Result<u32, SpankError> {
         self.u32_item(spank_item_t::S_JOB_ID)
