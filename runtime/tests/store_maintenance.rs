@@ -29,12 +29,17 @@ fn clone_image(store: &Path, id: &str, suffix: &str) -> String {
 }
 
 /// Holds an flock on `path` in a child process until it is killed.
-fn hold_lock(path: &Path) -> Child {
-    // -o: only flock(1) itself holds the lock, so killing it releases it.
+fn hold_lock(path: &Path) -> Holder {
+    use std::os::unix::process::CommandExt;
+    // -o: only flock(1) itself holds the lock, so killing it releases it; its
+    // own process group, so the sleep goes too.
     let child = Command::new("flock")
         .arg("-o")
         .arg(path)
         .args(["sleep", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
     // flock(1) creates and locks the file before running sleep.
@@ -47,7 +52,18 @@ fn hold_lock(path: &Path) -> Child {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    child
+    Holder(child)
+}
+
+/// A lock held by a flock(1) process group, released (group killed) on drop.
+struct Holder(Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
 }
 
 fn is_locked(path: &Path) -> bool {
@@ -110,7 +126,7 @@ fn gc_repairs_corrupt_metadata_and_collects_leftovers_but_not_held_locks() {
     let free_lock = env.store.join(format!("locks/{}.lock", "2".repeat(64)));
     std::fs::write(&free_lock, b"").unwrap();
     let held_lock = env.store.join(format!("locks/{}.lock", "3".repeat(64)));
-    let mut holder = hold_lock(&held_lock);
+    let holder = hold_lock(&held_lock);
     // An orphan squashfs whose lock is held (a conversion publishing it) stays.
     let orphan = "4".repeat(64);
     std::fs::copy(
@@ -119,7 +135,7 @@ fn gc_repairs_corrupt_metadata_and_collects_leftovers_but_not_held_locks() {
     )
     .unwrap();
     let orphan_lock = env.store.join(format!("locks/{orphan}.lock"));
-    let mut orphan_holder = hold_lock(&orphan_lock);
+    let orphan_holder = hold_lock(&orphan_lock);
 
     let report: serde_json::Value = serde_json::from_str(&env.ok(&["gc", "--json"])).unwrap();
     assert_eq!(
@@ -142,10 +158,8 @@ fn gc_repairs_corrupt_metadata_and_collects_leftovers_but_not_held_locks() {
     assert!(images.join(format!("{twin}.sqsh")).exists());
 
     // Once the conversion is gone, its orphan is collected.
-    let _ = orphan_holder.kill();
-    let _ = orphan_holder.wait();
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(orphan_holder);
+    drop(holder);
     let report: serde_json::Value = serde_json::from_str(&env.ok(&["gc", "--json"])).unwrap();
     assert_eq!(
         report["orphans"],
