@@ -3,7 +3,7 @@
 //! (`unshare -m` + `chroot` + `/bin/true`). Reports medians, ratios and the
 //! peak RSS of the runtime processes (wait4 ru_maxrss), as a markdown table.
 //!
-//! Usage: runtime_lifecycle [ROUNDS] [BERTH_BINARY] [OUTPUT.md]
+//! Usage: runtime_lifecycle [ROUNDS] [BERTH_BINARY] [OUTPUT.md] [runc|hpc]
 //! Must run as root (runc and the floor need CAP_SYS_ADMIN).
 
 use berth_bench::{median, ms};
@@ -70,6 +70,13 @@ fn main() {
     let berth = std::fs::canonicalize(&berth)
         .expect("berth binary (build with cargo build --release -p berth)");
     let out = args.get(3).cloned();
+    // `runc`: the 5 namespaces of `runc spec`; `hpc`: mount and pid only, on
+    // the host's network and IPC, as `berth run IMAGE` makes them.
+    let hpc = match args.get(4).map(String::as_str) {
+        None | Some("runc") => false,
+        Some("hpc") => true,
+        Some(other) => panic!("shape {other:?}: use runc or hpc"),
+    };
     let runc = PathBuf::from("/usr/sbin/runc");
 
     // SAFETY: prctl with integer arguments.
@@ -102,6 +109,10 @@ fn main() {
         serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     c["process"]["args"] = serde_json::json!(["/bin/true"]);
     c["hostname"] = "bench".into();
+    if hpc {
+        c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "mount"}]);
+        c.as_object_mut().unwrap().remove("hostname");
+    }
     std::fs::write(&config, c.to_string()).unwrap();
 
     let (mut tb, mut tr, mut tf) = (Vec::new(), Vec::new(), Vec::new());
@@ -145,7 +156,7 @@ fn main() {
          | runc {} | {} | 1.00x | {:.2}x | {} |\n\
          | floor (unshare -m + chroot + /bin/true) | {} | {:.2}x | 1.00x | - |\n\n\
          {rounds} interleaved rounds, create+start+wait+delete of /bin/true on one bundle, state roots on tmpfs \
-         (pid, net, ipc, uts, mount namespaces; read-only root; default mounts, masked and read-only paths).\n",
+         ({}; read-only root; default mounts, masked and read-only paths).\n",
         ms(mb),
         mb.as_secs_f64() / mr.as_secs_f64(),
         mb.as_secs_f64() / mf.as_secs_f64(),
@@ -156,6 +167,11 @@ fn main() {
         rr,
         ms(mf),
         mf.as_secs_f64() / mr.as_secs_f64(),
+        if hpc {
+            "pid and mount namespaces, host network, IPC and hostname"
+        } else {
+            "pid, net, ipc, uts, mount namespaces"
+        },
     );
     let phase = |v: &[Phases], k: usize| {
         let mut x: Vec<Duration> = v.iter().map(|p| p.0[k]).collect();
