@@ -285,6 +285,90 @@ fn a_step_killed_at_its_time_limit_leaves_nothing() {
     assert_clean();
 }
 
+/// The busybox image with an ENTRYPOINT script, pushed as
+/// `berth-test/entrypoint:TAG`: it records that it ran (as whom, with which
+/// command) in the container's /tmp, fails when its image says so, and ends
+/// with the usual `exec "$@"`.
+fn entrypoint_image(e: &berth_tests::e2e::Env, tag: &str, fail: bool) -> String {
+    use berth_tests::image::{build_image, busybox, push, Entry, Layer};
+    let mut spec = busybox::spec().unwrap();
+    spec.name = "entrypoint".into();
+    let script = format!(
+        "#!/bin/sh\necho \"ran as $(id -u) with $*\" > /tmp/entrypoint-ran\n{}exec \"$@\"\n",
+        if fail {
+            "echo 'no licence server configured' >&2; exit 3\n"
+        } else {
+            ""
+        }
+    );
+    spec.layers
+        .push(Layer::new().with(Entry::file("/entrypoint.sh", script, 0o755)));
+    spec.entrypoint = Some(vec!["/entrypoint.sh".into()]);
+    let dir = tempfile::tempdir().unwrap();
+    let built = build_image(&spec, dir.path()).unwrap();
+    push(
+        &built.layout_dir,
+        &built.tag,
+        &e.stack.plain.push_target(),
+        &built.repository(),
+        tag,
+    )
+    .unwrap();
+    format!("{}/{}:{tag}", e.stack.plain.host(), built.repository())
+}
+
+#[test]
+fn the_entrypoint_runs_once_per_container_before_the_tasks() {
+    let e = env();
+    let image = entrypoint_image(&e, "ok", false);
+    // Without the option the entrypoint does not run.
+    let out = ok(&e.srun(&[
+        "--container-image",
+        &image,
+        "sh",
+        "-c",
+        "cat /tmp/entrypoint-ran 2>/dev/null || echo none",
+    ]));
+    assert_eq!(out.trim(), "none", "{out}");
+    // With it, it ran as the job user before both tasks, which see its work
+    // (in the writable root: the image is read-only otherwise).
+    let out = ok(&e.srun(&[
+        "-n2",
+        "--container-writable",
+        "--container-entrypoint",
+        "--container-image",
+        &image,
+        "cat",
+        "/tmp/entrypoint-ran",
+    ]));
+    let want = format!("ran as {} with true\n", user::UID);
+    assert_eq!(out, format!("{want}{want}"), "{out}");
+    // A failing entrypoint fails the step with its last words, once.
+    let bad = entrypoint_image(&e, "fails", true);
+    let out = e.srun(&[
+        "-n2",
+        "--container-entrypoint",
+        "--container-image",
+        &bad,
+        "true",
+    ]);
+    assert!(!out.status.success());
+    let errors: Vec<String> = text(&out)
+        .1
+        .lines()
+        .filter(|l| l.contains("error: berth:"))
+        .map(String::from)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("/entrypoint.sh")
+            && errors[0].contains("status 3")
+            && errors[0].contains("no licence server configured"),
+        "{errors:?}"
+    );
+    assert_clean();
+}
+
 #[test]
 fn scancel_of_a_running_containerized_step_cleans_up() {
     let e = env();

@@ -49,6 +49,8 @@ pub struct StepRequest {
     /// The batch script's directory (slurmd's spool), bound read-only at the
     /// same path so slurmstepd can exec the script inside the container.
     pub script_dir: Option<PathBuf>,
+    /// Run the image's entrypoint once after creating the container.
+    pub entrypoint: bool,
 }
 
 /// What `slurm-create` prints for the plugin (one JSON object).
@@ -269,11 +271,17 @@ fn step_spec(
 /// namespaces; if it kept the plugin's pipes, the plugin would wait forever for
 /// their end.
 fn with_null_stdio<T>(f: impl FnOnce() -> T) -> std::io::Result<T> {
-    use std::os::fd::IntoRawFd;
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")?;
+    with_stdio(&null, f)
+}
+
+/// Runs `f` with stdin, stdout and stderr on `file`, restoring them after.
+fn with_stdio<T>(file: &std::fs::File, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    use std::os::fd::IntoRawFd;
+    let null = file;
     let saved: Vec<(i32, std::os::fd::OwnedFd)> = [0, 1, 2]
         .into_iter()
         .map(|fd| {
@@ -423,6 +431,13 @@ pub fn create(
             start_time(parent).map(|t| (parent, t))
         },
     };
+    if r.entrypoint {
+        if let Err(e) = run_entrypoint(&spec, &mounted.bundle, r, mounted.img.entrypoint.as_deref())
+        {
+            let _ = container::delete::delete(&crate::state::default_root(), &r.id, true);
+            return Err(e);
+        }
+    }
     let step_file = mounted.bundle.join(STEP_FILE);
     let json = serde_json::to_vec(&out).map_err(|e| BundleError::Invalid(e.to_string()))?;
     if let Err(source) = std::fs::write(&step_file, json) {
@@ -435,6 +450,55 @@ pub fn create(
     }
     mounted.keep();
     Ok(out)
+}
+
+/// Runs the image's ENTRYPOINT (with `true` as its command, so the usual
+/// `exec "$@"` ending returns) once in the created container, as the job user
+/// with the container's environment and working directory. Its output goes to
+/// `entrypoint.log` in the bundle; a failure names its exit status and last
+/// line. An image without an entrypoint has nothing to run.
+fn run_entrypoint(
+    spec: &Spec,
+    bundle: &Path,
+    r: &StepRequest,
+    entrypoint: Option<&[String]>,
+) -> Result<(), BundleError> {
+    let Some(ep) = entrypoint.filter(|e| !e.is_empty()) else {
+        return Ok(());
+    };
+    let mut process = spec.process().clone().unwrap_or_default();
+    let mut args = ep.to_vec();
+    args.push("true".into());
+    process.set_args(Some(args));
+    let log = bundle.join("entrypoint.log");
+    let io = |source| BundleError::Io {
+        what: "cannot write",
+        path: log.clone(),
+        source,
+    };
+    let out = std::fs::File::create(&log).map_err(io)?;
+    let opts = crate::container::exec::ExecOpts {
+        process: Some(process),
+        ..Default::default()
+    };
+    let root = crate::state::default_root();
+    let code = with_stdio(&out, || container::exec::exec(&root, &r.id, opts))
+        .map_err(io)?
+        .map_err(|e| BundleError::Runtime(format!("entrypoint of {}: {e}", r.image)))?;
+    if code != 0 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(BundleError::Runtime(format!(
+            "the entrypoint {} of {} exited with status {code}: {last}",
+            ep.join(" "),
+            r.image
+        )));
+    }
+    Ok(())
 }
 
 /// Removes every container of a job: its named containers and the step

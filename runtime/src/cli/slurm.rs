@@ -57,8 +57,9 @@ struct CreateArgs {
     workdir: Option<String>,
     #[arg(long)]
     writable: bool,
-    /// Accepted for the plugin's sake: the step's tasks are Slurm's, so an
-    /// entrypoint cannot wrap them (documented in docs/plugstack.md).
+    /// Run the image's entrypoint once in the new container, as the job user,
+    /// before any task joins (Pyxis's semantics: Slurm starts the tasks, so an
+    /// entrypoint cannot wrap them).
     #[arg(long)]
     entrypoint: bool,
     #[arg(long)]
@@ -78,9 +79,6 @@ struct CreateArgs {
 }
 
 fn create(a: CreateArgs) -> Result<(), String> {
-    if a.entrypoint {
-        return Err("--container-entrypoint is not supported with srun: tasks are started by Slurm; run the entrypoint as the step's command".into());
-    }
     let site = match &a.config {
         Some(p) => SiteConfig::load_file(p),
         None => SiteConfig::load(),
@@ -107,6 +105,7 @@ fn create(a: CreateArgs) -> Result<(), String> {
         mount_home: !a.no_mount_home,
         annotations,
         script_dir: a.script_dir,
+        entrypoint: a.entrypoint,
     };
     let common = Common {
         store: None,

@@ -70,7 +70,9 @@ fn target_namespaces(pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>, ContainerEr
 /// Run a process in container `id`; returns its exit code (0 when detached).
 pub fn exec(root: &Path, id: &str, o: ExecOpts) -> crate::Result<i32> {
     let st = State::load(root, id)?;
-    if st.status(root) != Status::Running {
+    // As runc: a created (not yet started) container takes processes too; a
+    // Slurm step's container is never started.
+    if !matches!(st.status(root), Status::Running | Status::Created) {
         return Err(ContainerError::NotRunning(id.into()).into());
     }
     let process = o
