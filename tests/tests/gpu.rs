@@ -297,25 +297,31 @@ fn two_tasks(c: &e2e::Env) -> Vec<String> {
 /// The job name of the job that holds GPUs 0 and 1.
 const HOLDER: &str = "berth-gpu-holder";
 
-/// A job holding two GPUs (`salloc --gpus=2 sleep`), cancelled on drop even
-/// when an assertion fails, so no later test finds GPUs taken.
+/// A job holding two GPUs (a batch job, so no client process of ours lives
+/// with it), cancelled on drop even when an assertion fails, so no later test
+/// finds GPUs taken.
 struct Holder<'a> {
     env: &'a e2e::Env,
-    child: std::process::Child,
 }
 
 impl<'a> Holder<'a> {
     fn start(env: &'a e2e::Env) -> Self {
-        let child = env
+        let out = env
             .as_user(
-                "salloc",
-                &["--job-name", HOLDER, "--gpus=2", "sleep", "600"],
+                "sbatch",
+                &[
+                    "--job-name",
+                    HOLDER,
+                    "--gpus=2",
+                    "--output=/dev/null",
+                    "--wrap",
+                    "sleep 600",
+                ],
             )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .output()
             .unwrap();
-        Holder { env, child }
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        Holder { env }
     }
 
     /// Waits until the holding job runs; false if it does not start.
@@ -343,8 +349,6 @@ impl Drop for Holder<'_> {
             .command("scancel")
             .args(["-n", HOLDER])
             .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
