@@ -11,8 +11,16 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
+/// openat2 `resolve` flags (linux/openat2.h).
+pub const RESOLVE_NO_XDEV: u64 = 0x01;
+/// No /proc magic links.
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// No symlinks at all (ELOOP).
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// Fail rather than leave the starting directory.
+pub const RESOLVE_BENEATH: u64 = 0x08;
+/// Clamp absolute symlinks and `..` to the starting directory.
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 #[repr(C)]
 struct OpenHow {

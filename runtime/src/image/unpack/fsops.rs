@@ -5,20 +5,12 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-const RESOLVE_NO_XDEV: u64 = 0x01;
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-const RESOLVE_BENEATH: u64 = 0x08;
-
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
+use crate::resolve::{
+    openat2, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV,
+};
 
 fn cstr(b: &[u8]) -> io::Result<CString> {
     CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
@@ -35,28 +27,14 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 /// Opens `path` (relative, `/`-separated, no `..`) beneath `dir` without
 /// following any symlink: ELOOP means a component is a symlink.
 pub fn open_beneath(dir: BorrowedFd, path: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
-    let p = cstr(if path.is_empty() { b"." } else { path })?;
-    let how = OpenHow {
-        // RESOLVE_NO_SYMLINKS covers every component, the last one included (ELOOP).
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
-    };
-    // SAFETY: valid fd, NUL-terminated path, correctly sized struct.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            p.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new fd that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    let path = if path.is_empty() { b"." } else { path };
+    // RESOLVE_NO_SYMLINKS covers every component, the last one included (ELOOP).
+    openat2(
+        dir,
+        std::path::Path::new(std::ffi::OsStr::from_bytes(path)),
+        flags,
+        RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+    )
 }
 
 /// Opens the directory `path` beneath `root`, creating missing components
