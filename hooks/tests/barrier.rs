@@ -104,7 +104,12 @@ fn timeout_names_the_missing_node_and_leaves_nothing() {
     // Node 1 arrives first and waits longer, so node 0 (1 s) sees it.
     let first = node(base.path(), 1, 3, 5);
     let arrived = base.path().join("77.0.0/node.1");
+    let t = std::time::Instant::now();
     while !arrived.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "node 1 never arrived"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let nodes = [node(base.path(), 0, 3, 1), first];

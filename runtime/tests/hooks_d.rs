@@ -158,11 +158,9 @@ fn refused(s: &Site) -> String {
     let bundle = format!("/run/berth/bundles/berth-run-{pid}");
     assert!(!Path::new(&bundle).exists(), "{bundle} left behind");
     assert!(!Path::new(&format!("/run/berth/berth-run-{pid}")).exists());
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(&format!("berth-run-{pid}")),
-        "no mount leaked"
-    );
+    // Mounts live in a private namespace: a leak is an attached loop device.
+    let loops = berth_tests::leaks::loop_devices_under(&s.env.store);
+    assert!(loops.is_empty(), "loop devices left: {loops:?}");
     lines[0].to_string()
 }
 
@@ -273,6 +271,6 @@ fn slurm_create_selects_hooks_by_annotation_and_a_broken_dir_leaves_nothing() {
     ] {
         assert!(!Path::new(&left).exists(), "{left} left behind");
     }
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&id), "no mount leaked");
+    let loops = berth_tests::leaks::loop_devices_under(&s.env.store);
+    assert!(loops.is_empty(), "loop devices left: {loops:?}");
 }

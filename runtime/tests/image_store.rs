@@ -363,11 +363,6 @@ fn run_image_returns_the_container_exit_code_without_network() {
     );
     // The image was mounted in a private mount namespace, so a leak would
     // show as a loop device still backed by the store's squashfs file.
-    let loops: Vec<String> = std::fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .filter(|f| f.starts_with(&*env.store.to_string_lossy()))
-        .collect();
+    let loops = berth_tests::leaks::loop_devices_under(&env.store);
     assert!(loops.is_empty(), "loop devices left: {loops:?}");
 }

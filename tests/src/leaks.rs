@@ -21,6 +21,19 @@ pub fn leftover(dir: &str) -> Vec<String> {
         .collect()
 }
 
+/// Backing files of loop devices whose image lies under `store`. Images are
+/// mounted in private mount namespaces, invisible in the test's mountinfo:
+/// a leaked mount shows as a loop device that is still attached.
+pub fn loop_devices_under(store: &Path) -> Vec<String> {
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|f| Path::new(f.trim()).starts_with(store))
+        .collect()
+}
+
 /// Nothing of any container step is left on the node (panics naming what is).
 pub fn assert_clean() {
     // slurmstepd removes the container when the step ends, just after srun returns.
@@ -39,18 +52,14 @@ pub fn assert_clean() {
         "host mounts left: {mounts}"
     );
     let store = site::store();
-    let loops = || -> Vec<String> {
-        std::fs::read_dir("/sys/block")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-            .filter(|f| Path::new(f.trim()).starts_with(&store))
-            .collect()
-    };
     // Loop devices are global: node 2 of a multi-node step (whose state the
     // checks above do not see) may still be removing its container.
-    proc::wait_until(Duration::from_secs(10), || loops().is_empty());
-    assert!(loops().is_empty(), "loop devices left: {:?}", loops());
+    assert!(
+        proc::wait_until(Duration::from_secs(10), || loop_devices_under(&store)
+            .is_empty()),
+        "loop devices left: {:?}",
+        loop_devices_under(&store)
+    );
     let creators = proc::with_cmdline(|c| c.contains("slurm-create"));
     assert!(creators.is_empty(), "runtime processes left: {creators:?}");
 }

@@ -107,7 +107,7 @@ impl Site {
     fn fails(&self, gpus: &str) -> String {
         let o = self.run(Some(gpus), "true");
         assert!(!o.status.success(), "--gpus {gpus} should fail");
-        assert_no_run_mounts();
+        assert_no_run_mounts(&self.dir.path().join("store"));
         let err = text(&o.stderr);
         assert!(
             err.starts_with("berth: error: ") && err.trim_end().lines().count() == 1,
@@ -121,9 +121,10 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn assert_no_run_mounts() {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains("berth-run-"), "no mount leaked: {mounts}");
+/// `berth run` mounts in a private namespace: a leak is an attached loop device.
+fn assert_no_run_mounts(store: &std::path::Path) {
+    let loops = berth_tests::leaks::loop_devices_under(store);
+    assert!(loops.is_empty(), "loop devices left: {loops:?}");
 }
 
 /// The lines of section `name` of the output of [`SHOW`].
@@ -210,7 +211,7 @@ fn run_with_gpus_injects_exactly_the_allocated_gpus_and_the_driver() {
     );
     assert_eq!(section(&out, "bin"), ["nvidia-debugdump", "nvidia-smi"]);
     assert_eq!(section(&out, "smi"), [smi_line(0, 0), smi_line(1, 2)]);
-    assert_no_run_mounts();
+    assert_no_run_mounts(&site.dir.path().join("store"));
 
     // Without --gpus the hook is not selected: no GPU, no driver.
     let out = site.ok(None, "ls /dev; ls /usr/bin");

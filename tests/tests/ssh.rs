@@ -45,19 +45,13 @@ fn assert_no_ssh_left() {
 #[test]
 fn task_0_runs_a_command_in_the_other_nodes_container() {
     let e = env();
-    // Node 2 when the cluster has it, else this node's own container.
-    let (partition, peer, nodes) = match e.stack.cluster.second_node() {
-        Some(n) => (
-            e.stack.cluster.multi_partition().unwrap().to_string(),
-            n.node_addr.to_string(),
-            "2",
-        ),
-        None => (
-            berth_tests::cluster::PARTITION.to_string(),
-            "127.0.0.1".to_string(),
-            "1",
-        ),
-    };
+    let n2 = e
+        .stack
+        .cluster
+        .second_node()
+        .expect("the test cluster has node 2");
+    let partition = e.stack.cluster.multi_partition().unwrap().to_string();
+    let peer = n2.node_addr.to_string();
     // The barrier hook holds every task until both containers (and their
     // dropbear) are up, so task 0 may connect at once. The other task keeps
     // its node's step (and so its container) alive until task 0 is done,
@@ -74,7 +68,7 @@ fn task_0_runs_a_command_in_the_other_nodes_container() {
         "-p",
         &partition,
         "-N",
-        nodes,
+        "2",
         "--container-image",
         &e.image,
         "--container-ssh",
@@ -89,12 +83,10 @@ fn task_0_runs_a_command_in_the_other_nodes_container() {
         stdout.contains("NAME=\"berth-test-busybox\""),
         "ran in the image: {stdout}"
     );
-    if let Some(n) = e.stack.cluster.second_node() {
-        assert!(
-            stdout.lines().any(|l| l == n.name),
-            "ran on node 2: {stdout}"
-        );
-    }
+    assert!(
+        stdout.lines().any(|l| l == n2.name),
+        "ran on node 2: {stdout}"
+    );
     assert!(
         stdout.lines().any(|l| l == user::UID.to_string()),
         "as the job user: {stdout}"
