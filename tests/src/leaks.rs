@@ -10,14 +10,15 @@ use crate::{proc, site};
 /// The runtime's state directory on the test node.
 pub const STATE_ROOT: &str = "/run/berth";
 
-/// The step containers (`slurm-*`) with an entry in `dir`.
+/// The step containers (`slurm-*`, and their creation locks) with an entry in `dir`.
 pub fn leftover(dir: &str) -> Vec<String> {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("slurm-"))
+        // `.slurm-*.lock`: a creation lock its holder failed to remove.
+        .filter(|n| n.starts_with("slurm-") || n.starts_with(".slurm-"))
         .collect()
 }
 

@@ -294,7 +294,7 @@ fn entrypoint_image(e: &berth_tests::e2e::Env, tag: &str, fail: bool) -> String 
     let mut spec = busybox::spec().unwrap();
     spec.name = "entrypoint".into();
     let script = format!(
-        "#!/bin/sh\necho \"ran as $(id -u) with $*\" > /tmp/entrypoint-ran\n{}exec \"$@\"\n",
+        "#!/bin/sh\necho \"ran as $(id -u) caps $(grep CapEff /proc/self/status | cut -f2) with $*\" > /tmp/entrypoint-ran\n{}exec \"$@\"\n",
         if fail {
             "echo 'no licence server configured' >&2; exit 3\n"
         } else {
@@ -306,12 +306,15 @@ fn entrypoint_image(e: &berth_tests::e2e::Env, tag: &str, fail: bool) -> String 
     spec.entrypoint = Some(vec!["/entrypoint.sh".into()]);
     let dir = tempfile::tempdir().unwrap();
     let built = build_image(&spec, dir.path()).unwrap();
+    // The tag names the content: a store that pulled an older build of this
+    // test image under the same name would otherwise keep using it.
+    let tag = format!("{tag}-{}", &built.config_digest["sha256:".len()..][..12]);
     push(
         &built.layout_dir,
         &built.tag,
         &e.stack.plain.push_target(),
         &built.repository(),
-        tag,
+        &tag,
     )
     .unwrap();
     format!("{}/{}:{tag}", e.stack.plain.host(), built.repository())
@@ -341,7 +344,8 @@ fn the_entrypoint_runs_once_per_container_before_the_tasks() {
         "cat",
         "/tmp/entrypoint-ran",
     ]));
-    let want = format!("ran as {} with true\n", user::UID);
+    // As the job user, with no capability (it runs in the host's pid namespace).
+    let want = format!("ran as {} caps 0000000000000000 with true\n", user::UID);
     assert_eq!(out, format!("{want}{want}"), "{out}");
     // A failing entrypoint fails the step with its last words, once.
     let bad = entrypoint_image(&e, "fails", true);

@@ -260,6 +260,9 @@ fn step_spec(
     user.set_additional_gids(Some(r.groups.clone()));
     process.set_user(user);
     process.set_no_new_privileges(Some(true));
+    // The init never execs, but the entrypoint (`--container-entrypoint`) does,
+    // in the host's pid namespace: the job user keeps no capability.
+    process.set_capabilities(Some(crate::caps::none()));
     spec.set_process(Some(process));
     Ok(spec)
 }
@@ -367,11 +370,24 @@ pub fn create(
         tracing::info!(id = %id, "removed a stale step container");
     }
     // Two steps of a job may ask for the same named container at once: the
-    // first creates it while the other waits, then finds and joins it.
-    let _lock = id_lock(&r.id, site.store.lock_timeout_s)?;
-    if let Some(step) = existing(&r.id)? {
-        return Ok(step);
-    }
+    // first creates it while the other waits, then finds and joins it. Only
+    // the holder removes the lock file, and only once done (success or not):
+    // a waiter then retries on a fresh file (lock.rs re-checks the inode).
+    let lock = id_lock(&r.id, site.store.lock_timeout_s)?;
+    let made = existing(&r.id).and_then(|step| match step {
+        Some(step) => Ok(step),
+        None => create_locked(site, common, r),
+    });
+    lock.remove();
+    made
+}
+
+/// [`create`] once the creation lock is held and no container exists.
+fn create_locked(
+    site: &SiteConfig,
+    common: &Common,
+    r: &StepRequest,
+) -> Result<StepContainer, BundleError> {
     // Always under a tmpfs overlay: bind mounts (home, scratch, the user's) need
     // mount points the read-only image may lack. The root is still remounted
     // read-only unless the user asked for --container-writable.
@@ -538,9 +554,6 @@ pub fn delete(id: &str) -> Result<(), BundleError> {
             .map_err(|e| BundleError::Runtime(format!("delete {id}: {e}"))),
         Err(_) => Ok(()), // already gone: deleting twice is not an error
     };
-    // The lock file goes with the container (lock.rs tolerates a concurrent
-    // locker: it re-checks the inode after locking).
-    let _ = std::fs::remove_file(id_lock_path(id));
     let bundle = bundles_dir().join(id);
     // A rootless `berth run` mounts its image with squashfuse on the host: a
     // killed one leaves that mount (and its squashfuse) behind.
