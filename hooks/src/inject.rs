@@ -85,10 +85,11 @@ impl Rootfs {
             path: path.to_path_buf(),
             source: e.into(),
         })?;
-        Ok(Rootfs {
-            path: path.to_path_buf(),
-            fd,
-        })
+        // The real path of what was opened: resolve() strips it from the
+        // kernel's view of an fd, which has every symlink (say /scratch ->
+        // /lus/scratch) already followed.
+        let real = std::fs::read_link(resolve::fd_path(&fd)).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Rootfs { path: real, fd })
     }
 
     /// The rootfs path.
@@ -239,6 +240,20 @@ mod tests {
         r.symlink(Path::new("t"), Path::new("/escape/l")).unwrap();
         assert!(std::fs::symlink_metadata(outside.path().join("l")).is_err());
         assert!(r.symlink(Path::new("t"), Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn resolve_works_through_a_symlinked_rootfs_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("lus/rootfs");
+        std::fs::create_dir_all(real.join("usr/lib")).unwrap();
+        std::fs::write(real.join("usr/lib/libx.so.1"), b"x").unwrap();
+        std::os::unix::fs::symlink("lus", dir.path().join("scratch")).unwrap();
+        let r = Rootfs::open(&dir.path().join("scratch/rootfs")).unwrap();
+        assert_eq!(
+            r.resolve(Path::new("/usr/lib/libx.so.1")).unwrap(),
+            Path::new("/usr/lib/libx.so.1")
+        );
     }
 
     #[test]

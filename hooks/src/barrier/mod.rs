@@ -158,8 +158,14 @@ pub fn run(c: &Container) -> Result<(), BarrierError> {
     };
     let settings = Settings::from_env(|k| std::env::var(k).ok())?;
     // Held from the start: the init's pid cannot be reused while we wait.
-    let init = berth::container::pidfd(c.pid()?);
-    let alive = || init.as_ref().map_or(true, |fd| !exited(fd.as_raw_fd()));
+    let pid = c.pid()?;
+    let init = berth::container::pidfd(pid);
+    // No pidfd: the init is already gone (ESRCH) or a zombie; do not wait the
+    // whole timeout for a container that no longer exists.
+    let alive = || match &init {
+        Some(fd) => !exited(fd.as_raw_fd()),
+        None => berth::state::proc_stat(pid).is_some_and(|(st, _)| st != b'Z' && st != b'X'),
+    };
     let d = StepDir::open(&settings.dir, &step.key(), step.node_id, step.nnodes)?;
     let deadline = Instant::now() + settings.timeout;
     match d.rendezvous(settings.poll, deadline, alive) {

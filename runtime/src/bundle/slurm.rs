@@ -537,15 +537,6 @@ pub fn delete_job(job: u32) -> Result<Vec<String>, BundleError> {
     Ok(ids)
 }
 
-/// True when `dir` is a mount point (its device differs from its parent's).
-fn is_mount_point(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
-        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
-        _ => false,
-    }
-}
-
 /// Removes the step's container (poststop hooks run) and its bundle.
 pub fn delete(id: &str) -> Result<(), BundleError> {
     let root = crate::state::default_root();
@@ -557,7 +548,11 @@ pub fn delete(id: &str) -> Result<(), BundleError> {
     let bundle = bundles_dir().join(id);
     // A rootless `berth run` mounts its image with squashfuse on the host: a
     // killed one leaves that mount (and its squashfuse) behind.
-    if !nix::unistd::geteuid().is_root() && is_mount_point(&bundle.join("rootfs")) {
+    // Unconditionally: a dead FUSE mount (its squashfuse killed) fails every
+    // stat with ENOTCONN, so it cannot be recognised as a mount point, and
+    // `fusermount3 -u -z` on a plain directory is harmless. (The bundle, not
+    // the mount point, is stat'ed.)
+    if !nix::unistd::geteuid().is_root() && bundle.is_dir() {
         super::mount::unmount(&bundle.join("rootfs"), true);
     }
     if bundle.exists() {
