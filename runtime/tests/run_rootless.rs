@@ -189,3 +189,31 @@ fn a_killed_rootless_run_is_cleaned_up_by_gc() {
         "the container is gone"
     );
 }
+
+#[test]
+fn site_hooks_are_skipped_for_users_unless_asked_for() {
+    let (s, _) = stack();
+    let env = UserEnv::new(&s.plain.host());
+    let hooks = env.dir.path().join("hooks.d");
+    std::fs::create_dir(&hooks).unwrap();
+    std::fs::write(
+        hooks.join("10-always.json"),
+        r#"{"version":"1.0.0","hook":{"path":"/bin/true"},"when":{"always":true},"stages":["createRuntime"]}"#,
+    )
+    .unwrap();
+    let mut config = std::fs::read_to_string(&env.config).unwrap();
+    config = format!("hooks_dir = \"{}\"\n{config}", hooks.display());
+    std::fs::write(&env.config, config).unwrap();
+    let image = format!("{}/berth-test/busybox:latest", s.plain.host());
+    let o = env.run(&["run", "-q", &image, "true"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("skipped for this unprivileged run"),
+        "{}",
+        text(&o)
+    );
+    let o = env.run(&["run", "-q", "--annotation", "k=v", &image, "true"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("need root"), "{}", text(&o));
+    assert!(env.fuse_mounts().is_empty() && env.bundles().is_empty());
+}

@@ -242,18 +242,29 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
     // overlay to inject into (mount points, ld.so.cache). The container's root
     // stays read-only unless --writable: berth remounts it after the hooks.
     let mut spec = spec::build(&located.img, site, &opts, (0, 0))?;
-    let overlay = a.writable || crate::hooks_d::any(&spec);
     let rootless = !nix::unistd::geteuid().is_root();
-    if rootless && overlay {
-        // An overlay needs privilege on the host; inside a user namespace it
-        // would need the runtime to mount it, which berth does not do yet.
-        return Err(BundleError::Invalid(if a.writable {
-            "--writable needs root (berth mounts a tmpfs overlay on the host): run without it"
-                .into()
-        } else {
-            "the site's hooks selected for this container need root: run without --mpi/--ssh/--gpus/--annotation".into()
-        }));
+    if rootless {
+        // Hooks need the overlay and mounts only root can make. What the user
+        // asked for is refused; what the site selects on its own (`always`,
+        // `hasBindMounts`) is skipped, so it cannot break every user's run.
+        let asked = a.mpi || a.ssh || a.gpus.is_some() || !a.annotation.is_empty();
+        if a.writable {
+            return Err(BundleError::Invalid(
+                "--writable needs root (berth mounts a tmpfs overlay on the host): run without it"
+                    .into(),
+            ));
+        }
+        if crate::hooks_d::any(&spec) {
+            if asked {
+                return Err(BundleError::Invalid(
+                    "the site's hooks selected for this container need root: run without --mpi/--ssh/--gpus/--annotation".into(),
+                ));
+            }
+            crate::log::warn("the site's hooks need root: skipped for this unprivileged run");
+            spec.set_hooks(None);
+        }
     }
+    let overlay = a.writable || crate::hooks_d::any(&spec);
     let mounted = mount_located(located, overlay, &id)?;
     if !overlay {
         spec::drop_missing_host_files(&mut spec, &mounted.rootfs);
