@@ -243,6 +243,15 @@ fn slurm_create_selects_hooks_by_annotation_and_a_broken_dir_leaves_nothing() {
         ])
     };
     let delete = || s.env.run(&["slurm-delete", "--id", &id]);
+    // Whatever assertion fails, no `slurm-*` container outlives the test (the
+    // e2e leak checks would blame the next case for it).
+    struct Remove<'a>(&'a dyn Fn() -> std::process::Output);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)();
+        }
+    }
+    let _remove = Remove(&delete);
 
     let o = create("1");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

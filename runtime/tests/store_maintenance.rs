@@ -42,6 +42,8 @@ fn hold_lock(path: &Path) -> Holder {
         .process_group(0)
         .spawn()
         .unwrap();
+    // Guarded before waiting, so a failed wait does not leak it.
+    let holder = Holder(child);
     // flock(1) creates and locks the file before running sleep.
     let t = std::time::Instant::now();
     while !is_locked(path) {
@@ -52,7 +54,7 @@ fn hold_lock(path: &Path) -> Holder {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Holder(child)
+    holder
 }
 
 /// A lock held by a flock(1) process group, released (group killed) on drop.

@@ -222,6 +222,5 @@ pub fn install() -> Result<FakeGpu, FakeGpuError> {
     fsutil::write_atomic(&tmp.join("stamp"), stamp.as_bytes(), 0o644).map_err(io(&tmp))?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
-    fsutil::mkdir(&dir, 0o755).map_err(io(&dir))?;
     Ok(FakeGpu { dir })
 }

@@ -74,11 +74,7 @@ pub fn in_namespace(ns_file: &Path, kind: &str) -> Vec<i32> {
 /// Live processes with their command line (arguments joined by spaces) for
 /// which `keep` holds.
 pub fn with_cmdline(mut keep: impl FnMut(&str) -> bool) -> Vec<(i32, String)> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    all_pids()
         .filter(|p| is_alive(*p))
         .filter_map(|p| {
             let raw = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;

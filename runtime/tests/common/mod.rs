@@ -267,38 +267,8 @@ pub fn ensure_test_user() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Serialize across test processes (nextest runs each test alone).
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open("/tmp/berth-test-user.lock")
-            .unwrap();
-        // SAFETY: flock on an open file.
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        if Command::new("id")
-            .arg("berth-test")
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            let s = Command::new("useradd")
-                .args(["-m", "-u", "4242", "-U", "berth-test"])
-                .status()
-                .unwrap();
-            assert!(s.success(), "useradd failed");
-        }
-        for f in ["/etc/subuid", "/etc/subgid"] {
-            let cur = std::fs::read_to_string(f).unwrap_or_default();
-            if !cur.lines().any(|l| l.starts_with("berth-test:")) {
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(f)
-                    .unwrap();
-                std::io::Write::write_all(&mut f, b"berth-test:200000:65536\n").unwrap();
-            }
-        }
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_UN) };
+        let _lock = berth_tests::lock::exclusive(Path::new("/tmp/berth-test-user.lock")).unwrap();
+        berth_tests::user::ensure().expect("the test user exists");
     });
 }
 
