@@ -43,6 +43,8 @@ pub enum GpuError {
 fn parse(name: &str, value: &str) -> Result<Vec<u32>, GpuError> {
     value
         .split(',')
+        // "" is an empty list: a container made without GPUs.
+        .filter(|s| !s.is_empty())
         .map(|s| s.trim().parse::<u32>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| GpuError::BadList {
@@ -143,6 +145,17 @@ mod tests {
         let exported = [("CUDA_VISIBLE_DEVICES", "3"), ("SLURM_STEP_GPUS", "")];
         assert_eq!(host_gpus(env(&exported)), None);
         assert!(task_vars("0,1", env(&exported)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_container_without_gpus_refuses_a_task_with_one() {
+        // A named container made by a step without GPUs, joined by one with.
+        let task = [("SLURM_STEP_GPUS", "1")];
+        assert!(matches!(
+            task_vars("", env(&task)),
+            Err(GpuError::NotInStep { index: 1, .. })
+        ));
+        assert_eq!(task_vars("", env(&[])).unwrap(), Vec::new());
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct Created {
     /// The image's WorkingDir, used when the job's own directory is not visible.
     #[serde(default)]
     pub image_workdir: Option<String>,
+    /// The host GPUs the container holds (its `com.berth.gpus`), which may be
+    /// an earlier step's for a named container.
+    #[serde(default)]
+    pub gpus: Option<String>,
 }
 
 /// The namespaces a task joins, in this order (mount last: joining it resets the
@@ -419,6 +423,7 @@ mod tests {
             env: vec![],
             cwd: None,
             image_workdir: None,
+            gpus: None,
         })
         .unwrap_err();
         assert!(
@@ -439,6 +444,7 @@ mod tests {
             env: vec![],
             cwd: None,
             image_workdir: None,
+            gpus: None,
         })
         .unwrap();
         // A plain child shares all our namespaces: nothing to join.

@@ -39,8 +39,6 @@ struct State {
     container: Option<Container>,
     /// The task's working directory before it joined the container.
     job_cwd: Option<std::path::PathBuf>,
-    /// The host GPUs the step's container holds (its `com.berth.gpus`).
-    step_gpus: Option<String>,
     /// An error from a callback whose failure Slurm does not show to the user,
     /// raised again in the task callbacks, whose errors reach srun.
     held: Option<String>,
@@ -158,7 +156,6 @@ fn make_container(sp: Spank, request: &Request) -> Result<Container, String> {
             .map(|u| u.name),
         gpus: crate::gpus::host_gpus(env).map(|(_, list)| list),
     };
-    with_state(|s| s.step_gpus = facts.gpus.clone());
     Container::create(
         &args(),
         request,
@@ -274,11 +271,12 @@ pub unsafe extern "C" fn slurm_spank_task_init(
         for var in crate::env::merge(&created.env, job_has, &keep) {
             sp.setenv(&var.name, &var.value)?;
         }
-        if let Some(step) = with_state(|s| s.step_gpus.clone()) {
-            let env = |name: &str| sp.getenv(name).ok().flatten();
-            for (name, value) in crate::gpus::task_vars(&step, env)? {
-                sp.setenv(name, &value)?;
-            }
+        // The container's GPUs, not this step's: a named container made by an
+        // earlier step keeps the GPUs it was made with.
+        let held = created.gpus.clone().unwrap_or_default();
+        let env = |name: &str| sp.getenv(name).ok().flatten();
+        for (name, value) in crate::gpus::task_vars(&held, env)? {
+            sp.setenv(name, &value)?;
         }
         with_state(|s| {
             let cwd = s.job_cwd.clone();

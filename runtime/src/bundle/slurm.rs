@@ -70,6 +70,10 @@ pub struct StepContainer {
     /// container whose slurmstepd is gone (killed) is a leftover.
     #[serde(default)]
     pub owner: Option<(i32, u64)>,
+    /// The host GPUs the container holds (`com.berth.gpus` at creation): a
+    /// later step joining a named container must bind its tasks to these.
+    #[serde(default)]
+    pub gpus: Option<String>,
 }
 
 /// The start time of a live process, to record a container's owner.
@@ -446,6 +450,11 @@ fn create_locked(
             let parent = nix::unistd::getppid().as_raw();
             start_time(parent).map(|t| (parent, t))
         },
+        gpus: r
+            .annotations
+            .iter()
+            .find(|(k, _)| k == "com.berth.gpus")
+            .map(|(_, v)| v.clone()),
     };
     if r.entrypoint {
         if let Err(e) = run_entrypoint(&spec, &mounted.bundle, r, mounted.img.entrypoint.as_deref())
