@@ -109,6 +109,11 @@ pub struct Finder<'a, T: Tree> {
 }
 
 impl<'a, T: Tree> Finder<'a, T> {
+    /// True when this finder looks for libraries of `class` and `machine`.
+    pub fn is_for(&self, class: u8, machine: u16) -> bool {
+        (self.class, self.machine) == (class, machine)
+    }
+
     /// A finder reading the tree's `/etc/ld.so.cache` once.
     pub fn new(tree: &'a T, class: u8, machine: u16) -> Self {
         let cache = tree

@@ -76,6 +76,8 @@ pub fn closure(programs: &[&Path]) -> Result<Closure, ToolError> {
     let mut out = Closure::default();
     let mut queue: Vec<PathBuf> = programs.iter().map(|p| p.to_path_buf()).collect();
     let mut seen = std::collections::BTreeSet::new();
+    // One finder (one parse of ld.so.cache) per ELF class and machine.
+    let mut finders: Vec<Finder<'_, Host>> = Vec::new();
     while let Some(path) = queue.pop() {
         let real = std::fs::canonicalize(&path).map_err(|e| elf_err(&path)(e.to_string()))?;
         if !seen.insert(real.clone()) {
@@ -99,7 +101,17 @@ pub fn closure(programs: &[&Path]) -> Result<Closure, ToolError> {
             .unwrap_or(Path::new("/"))
             .display()
             .to_string();
-        let finder = Finder::new(&Host, info.class, info.machine);
+        let i = match finders
+            .iter()
+            .position(|f| f.is_for(info.class, info.machine))
+        {
+            Some(i) => i,
+            None => {
+                finders.push(Finder::new(&Host, info.class, info.machine));
+                finders.len() - 1
+            }
+        };
+        let finder = &finders[i];
         for soname in &info.needed {
             if out.libs.contains_key(soname) {
                 continue;
