@@ -278,17 +278,18 @@ fn step_spec(
 /// namespaces; if it kept the plugin's pipes, the plugin would wait forever for
 /// their end.
 fn with_null_stdio<T>(f: impl FnOnce() -> T) -> std::io::Result<T> {
+    with_stdio(None, f)
+}
+
+/// Runs `f` with stdin on /dev/null and stdout and stderr on `out` (also
+/// /dev/null when `None`), restoring all three after.
+fn with_stdio<T>(out: Option<&std::fs::File>, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    use std::os::fd::IntoRawFd;
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    with_stdio(&null, f)
-}
-
-/// Runs `f` with stdin, stdout and stderr on `file`, restoring them after.
-fn with_stdio<T>(file: &std::fs::File, f: impl FnOnce() -> T) -> std::io::Result<T> {
-    use std::os::fd::IntoRawFd;
-    let null = file;
+    let out = out.unwrap_or(&null);
     let saved: Vec<(i32, std::os::fd::OwnedFd)> = [0, 1, 2]
         .into_iter()
         .map(|fd| {
@@ -297,9 +298,9 @@ fn with_stdio<T>(file: &std::fs::File, f: impl FnOnce() -> T) -> std::io::Result
             Ok((fd, dup))
         })
         .collect::<std::io::Result<_>>()?;
-    for fd in [0, 1, 2] {
+    for (fd, to) in [(0, &null), (1, out), (2, out)] {
         // SAFETY: 0, 1 and 2 are ours to replace; nothing holds them across this call.
-        let _ = unsafe { nix::unistd::dup2_raw(&null, fd) }?.into_raw_fd();
+        let _ = unsafe { nix::unistd::dup2_raw(to, fd) }?.into_raw_fd();
     }
     let out = f();
     for (fd, dup) in &saved {
@@ -507,7 +508,7 @@ fn run_entrypoint(
         ..Default::default()
     };
     let root = crate::state::default_root();
-    let code = with_stdio(&out, || container::exec::exec(&root, &r.id, opts))
+    let code = with_stdio(Some(&out), || container::exec::exec(&root, &r.id, opts))
         .map_err(io)?
         .map_err(|e| BundleError::Runtime(format!("entrypoint of {}: {e}", r.image)))?;
     if code != 0 {
