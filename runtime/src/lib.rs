@@ -15,6 +15,7 @@ pub mod hooks_d;
 pub mod image;
 pub mod log;
 pub mod namespaces;
+pub mod nss;
 pub mod process;
 pub mod resolve;
 pub mod rlimits;

@@ -18,7 +18,9 @@ fn main() {
     if let Some(code) = berth::cli::image::dispatch() {
         std::process::exit(code);
     }
-    let cli = berth::cli::Cli::parse();
+    // The lifecycle commands an OCI client runs per container skip clap.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = berth::cli::fast::parse(&args).unwrap_or_else(|| berth::cli::Cli::parse_from(&args));
     berth::log::init(cli.log.clone(), cli.log_format == "json", cli.debug);
     let root = cli.root.clone().unwrap_or_else(berth::state::default_root);
     berth::cli::run::ROOT.with(|r| *r.borrow_mut() = root);

@@ -152,6 +152,12 @@ pub fn fifo_path(root: &Path, id: &str) -> PathBuf {
     dir(root, id).join("exec.fifo")
 }
 
+/// Present while `create` is still building a container whose state it has
+/// already recorded (it records the state while the init builds the rootfs).
+pub fn creating_path(root: &Path, id: &str) -> PathBuf {
+    dir(root, id).join("creating")
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io {
         path: path.into(),
@@ -212,7 +218,9 @@ impl State {
         if !process_alive(self.pid, self.start_time) {
             return Status::Stopped;
         }
-        if fifo_path(root, &self.id).exists() {
+        if creating_path(root, &self.id).exists() {
+            Status::Creating
+        } else if fifo_path(root, &self.id).exists() {
             Status::Created
         } else {
             Status::Running

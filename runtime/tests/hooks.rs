@@ -168,3 +168,54 @@ fn hook_timeout() {
     assert!(t.elapsed() < Duration::from_secs(10));
     assert_clean_failure(&b, &id, &o, "timed out");
 }
+
+/// `create` records the state while the init builds the rootfs: until the
+/// init reports, `state` says "creating" and `start` is refused.
+#[test]
+fn state_is_creating_until_the_init_reports() {
+    let mut b = Bundle::new("creating", &["true"]);
+    let (inside, release) = (b.dir.join("in-hook"), b.dir.join("release"));
+    let script = format!(
+        "touch {i}; n=0; while [ ! -e {r} ] && [ $n -lt 2000 ]; do sleep 0.01; n=$((n+1)); done",
+        i = inside.display(),
+        r = release.display()
+    );
+    b.config["hooks"] =
+        json!({"createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", script]}]});
+    b.write_config();
+    let id = b.id("creating");
+    let pid_file = b.dir.join("pid");
+    let mut create = b
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(&b.dir)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !inside.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the createContainer hook never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(b.status(&id), "creating");
+    let o = b.berth(&["start", &id]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("creating"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(&release, "").unwrap();
+    assert!(create.wait().unwrap().success());
+    assert_eq!(b.status(&id), "created");
+    let pid = b.state(&id).unwrap()["pid"].as_i64().unwrap();
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid.to_string());
+    assert!(b.berth(&["delete", &id]).status.success());
+}

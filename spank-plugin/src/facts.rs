@@ -1,6 +1,8 @@
 //! The step's facts that hooks.d files select on (job, step, node, node count,
-//! node list, restart count, user, GPUs), passed to `berth slurm-create` as
-//! `--annotation` values. The table of names is in docs/hooks.md.
+//! node list, restart count, user), passed to `berth slurm-create` as
+//! `--annotation` values, and the step's GPUs (passed as `--gpus`, which the
+//! runtime checks before it sets `com.berth.gpus`). The table of names is in
+//! docs/hooks.md.
 
 use crate::spank::JobInfo;
 
@@ -46,9 +48,6 @@ impl StepFacts {
             if let Some(v) = v {
                 out.push(slurm(k, v));
             }
-        }
-        if let Some(g) = &self.gpus {
-            out.push(format!("com.berth.gpus={g}"));
         }
         out
     }

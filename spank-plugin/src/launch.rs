@@ -20,6 +20,7 @@ use crate::args::PluginArgs;
 use crate::facts::StepFacts;
 use crate::options::Request;
 use crate::spank::JobInfo;
+use crate::user::JobUser;
 
 /// Errors making, joining or removing the step's container.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,7 @@ pub fn create_command(
     args: &PluginArgs,
     req: &Request,
     job: &JobInfo,
-    groups: &[u32],
+    user: &JobUser,
     id: &str,
     script_dir: Option<&Path>,
     facts: &StepFacts,
@@ -116,10 +117,7 @@ pub fn create_command(
         "--gid",
         &job.gid.to_string(),
     ]);
-    if !groups.is_empty() {
-        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
-        cmd.args(["--groups", &list.join(",")]);
-    }
+    cmd.args(user.args());
     cmd.args(["--image", req.image.as_deref().unwrap_or_default()]);
     for m in &req.mounts {
         let flag = if m.readonly { ":ro" } else { "" };
@@ -152,6 +150,10 @@ pub fn create_command(
     }
     for a in facts.annotations(job) {
         cmd.arg("--annotation").arg(a);
+    }
+    // Not an annotation: the runtime checks the list and sets com.berth.gpus.
+    if let Some(g) = &facts.gpus {
+        cmd.args(["--gpus", g]);
     }
     cmd
 }
@@ -224,13 +226,13 @@ impl Container {
         args: &PluginArgs,
         req: &Request,
         job: &JobInfo,
-        groups: &[u32],
+        user: &JobUser,
         script_dir: Option<&Path>,
         facts: &StepFacts,
     ) -> Result<Self, LaunchError> {
         let id = container_id(job, req.name.as_deref());
         let stdout = run(
-            &mut create_command(args, req, job, groups, &id, script_dir, facts),
+            &mut create_command(args, req, job, user, &id, script_dir, facts),
             &args.runtime,
         )?;
         // The runtime made the container: from here on, any failure removes it.
@@ -378,7 +380,12 @@ mod tests {
             &PluginArgs::default(),
             &req,
             &job(),
-            &[4243, 27],
+            &JobUser {
+                name: Some("ann".into()),
+                groups: vec![(4242, "ann".into())],
+                supplementary: vec![4243, 27],
+                ..JobUser::default()
+            },
             "slurm-12.3",
             Some(Path::new("/spool/job12")),
             &StepFacts {
@@ -394,9 +401,9 @@ mod tests {
         assert_eq!(
             argv.join(" "),
             "slurm-create --id slurm-12.3 --uid 4242 --gid 4242 --groups 4243,27 \
-             --image reg/img:1 --mount /s:/d:ro --workdir /w --writable --no-mount-home --mpi pmi2 --ssh --script-dir /spool/job12 \
+             --user-name ann --group-name 4242=ann --image reg/img:1 --mount /s:/d:ro --workdir /w --writable --no-mount-home --mpi pmi2 --ssh --script-dir /spool/job12 \
              --annotation com.berth.slurm.job_id=12 --annotation com.berth.slurm.step_id=3 \
-             --annotation com.berth.slurm.nnodes=2 --annotation com.berth.gpus=0,1"
+             --annotation com.berth.slurm.nnodes=2 --gpus 0,1"
         );
     }
 

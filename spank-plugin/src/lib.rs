@@ -16,3 +16,4 @@ pub mod options;
 mod plugin;
 mod register;
 pub mod spank;
+pub mod user;

@@ -134,6 +134,7 @@ pub unsafe extern "C" fn option_callback(
 fn make_container(sp: Spank, request: &Request) -> Result<Container, String> {
     let job = sp.job().map_err(|e| e.to_string())?;
     let groups = sp.supplementary_gids().map_err(|e| e.to_string())?;
+    let user = crate::user::JobUser::lookup(job.uid, job.gid, &groups);
     // slurmstepd execs a batch script from slurmd's spool: make it visible inside.
     let script_dir = if job.step_id == crate::spank::BATCH_STEP {
         let argv = sp.argv().map_err(|e| e.to_string())?;
@@ -150,21 +151,11 @@ fn make_container(sp: Spank, request: &Request) -> Result<Container, String> {
         // srun's steps carry the step's list; a batch step only the job's.
         nodelist: env("SLURM_STEP_NODELIST").or_else(|| env("SLURM_JOB_NODELIST")),
         restart_count,
-        user: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(job.uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name),
+        user: user.name.clone(),
         gpus: crate::gpus::host_gpus(env).map(|(_, list)| list),
     };
-    Container::create(
-        &args(),
-        request,
-        &job,
-        &groups,
-        script_dir.as_deref(),
-        &facts,
-    )
-    .map_err(|e| e.to_string())
+    Container::create(&args(), request, &job, &user, script_dir.as_deref(), &facts)
+        .map_err(|e| e.to_string())
 }
 
 fn args() -> PluginArgs {

@@ -92,7 +92,7 @@ fn user_dir() -> tempfile::TempDir {
 #[test]
 fn tasks_run_as_the_job_user_without_privileges() {
     let e = env();
-    let script = "id -u; id -G; whoami; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; touch /probe 2>&1 || true";
+    let script = "id -u; id -G; whoami; id -Gn; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; touch /probe 2>&1 || true";
     let out = ok(&e.srun(&["--container-image", &e.image, "sh", "-c", script]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], user::UID.to_string());
@@ -103,6 +103,10 @@ fn tasks_run_as_the_job_user_without_privileges() {
         "supplementary groups kept: {out}"
     );
     assert_eq!(lines[2], user::NAME, "the user's passwd entry is visible");
+    assert!(
+        lines[3].split(' ').any(|g| g == user::EXTRA_GROUP),
+        "the group names are visible: {out}"
+    );
     assert!(
         out.contains("NoNewPrivs:\t1") && out.contains("CapEff:\t0000000000000000"),
         "{out}"

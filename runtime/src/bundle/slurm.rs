@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Gid, Group, Uid, User};
 use oci_spec::runtime::{LinuxNamespaceType, MountBuilder, Spec};
 use serde::Serialize;
 
@@ -36,6 +35,10 @@ pub struct StepRequest {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// The job user's passwd entry and group names, as slurmstepd's NSS saw
+    /// them (the plugin looks them up once per step): berth itself does no
+    /// passwd or group lookups, so a static build needs no NSS modules.
+    pub identity: Identity,
     /// `SRC:DST[:ro]` user mounts, checked against the site policy.
     pub mounts: Vec<String>,
     /// `--container-workdir`.
@@ -51,6 +54,20 @@ pub struct StepRequest {
     pub script_dir: Option<PathBuf>,
     /// Run the image's entrypoint once after creating the container.
     pub entrypoint: bool,
+}
+
+/// The job user's names, looked up by the plugin. Every field is optional:
+/// what is missing is simply not added to the container's files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Login name.
+    pub name: Option<String>,
+    /// Home directory (bound into the container unless `--no-mount-home`).
+    pub home: Option<PathBuf>,
+    /// Login shell.
+    pub shell: Option<String>,
+    /// Names of the primary and supplementary groups, by gid.
+    pub groups: Vec<(u32, String)>,
 }
 
 /// What `slurm-create` prints for the plugin (one JSON object).
@@ -167,9 +184,7 @@ fn identity_files(
         move |source| BundleError::Io { what, path, source }
     };
     let mut files = Vec::new();
-    let user = User::from_uid(Uid::from_raw(r.uid)).ok().flatten();
-    let mut gids = vec![r.gid];
-    gids.extend(&r.groups);
+    let id = &r.identity;
     for (name, line_for) in [("passwd", 0), ("group", 1)] {
         let inside = rootfs.join("etc").join(name);
         if !inside.is_file() {
@@ -180,24 +195,21 @@ fn identity_files(
             text.push('\n');
         }
         if line_for == 0 {
-            if let Some(u) = user.as_ref().filter(|_| !has_id(&text, r.uid)) {
-                let shell = u.shell.to_string_lossy();
+            if let Some(name) = id.name.as_ref().filter(|_| !has_id(&text, r.uid)) {
+                let home = id.home.as_deref().unwrap_or(Path::new("/"));
+                let shell = id.shell.as_deref().unwrap_or("/bin/sh");
                 text.push_str(&format!(
-                    "{}:x:{}:{}::{}:{shell}\n",
-                    u.name,
+                    "{name}:x:{}:{}::{}:{shell}\n",
                     r.uid,
                     r.gid,
-                    u.dir.display()
+                    home.display()
                 ));
             }
         } else {
-            for gid in &gids {
-                if has_id(&text, *gid) {
-                    continue;
-                }
-                if let Some(g) = Group::from_gid(Gid::from_raw(*gid)).ok().flatten() {
-                    let members = user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
-                    text.push_str(&format!("{}:x:{gid}:{members}\n", g.name));
+            let members = id.name.clone().unwrap_or_default();
+            for (gid, name) in &id.groups {
+                if !has_id(&text, *gid) {
+                    text.push_str(&format!("{name}:x:{gid}:{members}\n"));
                 }
             }
         }
@@ -273,8 +285,8 @@ fn step_spec(
 
 /// Runs `f` with stdin, stdout and stderr on /dev/null, restoring them after.
 ///
-/// The container's init inherits the caller's stdio (runc semantics, so `create`
-/// + `start` can hand a terminal over). A step container's init only holds
+/// The container's init inherits the caller's stdio (runc semantics, so
+/// `create` and `start` can hand a terminal over). A step container's init only holds
 /// namespaces; if it kept the plugin's pipes, the plugin would wait forever for
 /// their end.
 fn with_null_stdio<T>(f: impl FnOnce() -> T) -> std::io::Result<T> {
@@ -399,12 +411,8 @@ fn create_locked(
     let mounted = mount_image(site, common, &r.image, PullPolicy::Missing, true, &r.id)?;
     let mut mounts = r.mounts.clone();
     if r.mount_home {
-        if let Some(u) = User::from_uid(Uid::from_raw(r.uid))
-            .ok()
-            .flatten()
-            .filter(|u| u.dir.is_dir())
-        {
-            let home = u.dir.display().to_string();
+        if let Some(home) = r.identity.home.as_ref().filter(|h| h.is_dir()) {
+            let home = home.display().to_string();
             mounts.push(format!("{home}:{home}"));
         }
     }

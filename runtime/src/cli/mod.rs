@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+pub mod fast;
 pub mod features;
 pub mod hooks;
 pub mod image;
@@ -15,7 +16,7 @@ pub mod spec;
 pub mod ssh_keygen;
 
 /// berth: an OCI runtime for HPC clusters.
-#[derive(Debug, Parser)]
+#[derive(Debug, PartialEq, Parser)]
 #[command(name = "berth", version, about)]
 pub struct Cli {
     /// State directory (default /run/berth, or $XDG_RUNTIME_DIR/berth when not root).
@@ -42,7 +43,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, PartialEq, Subcommand)]
 pub enum Cmd {
     /// Create a container (it waits for `start`).
     Create(CreateArgs),
@@ -89,7 +90,7 @@ pub enum Cmd {
 }
 
 /// Arguments of `create`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, PartialEq, clap::Args)]
 pub struct CreateArgs {
     /// Container id.
     pub id: String,
@@ -114,7 +115,7 @@ pub struct CreateArgs {
 }
 
 /// Arguments of `run`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, PartialEq, clap::Args)]
 pub struct RunArgs {
     /// Create options.
     #[command(flatten)]
@@ -128,7 +129,7 @@ pub struct RunArgs {
 }
 
 /// Arguments of `exec`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, PartialEq, clap::Args)]
 pub struct ExecArgs {
     /// Container id.
     pub id: String,

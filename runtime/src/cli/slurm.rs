@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::bundle::annotations;
-use crate::bundle::slurm::{self, StepRequest};
+use crate::bundle::slurm::{self, Identity, StepRequest};
 use crate::cli::image::Common;
 use crate::site::SiteConfig;
 
@@ -21,7 +21,7 @@ struct SlurmCli {
 #[derive(Debug, Subcommand)]
 enum SlurmCmd {
     /// Make the container of one step on this node (used by spank_berth.so).
-    SlurmCreate(CreateArgs),
+    SlurmCreate(Box<CreateArgs>),
     /// Remove a step's container and its bundle, or every container of a job
     /// (used by spank_berth.so).
     SlurmDelete {
@@ -50,6 +50,19 @@ struct CreateArgs {
     /// Supplementary gids, comma-separated.
     #[arg(long, value_delimiter = ',')]
     groups: Vec<u32>,
+    /// The job user's login name (the plugin looks the user up once, in
+    /// slurmstepd; berth does no passwd or group lookups itself).
+    #[arg(long, value_parser = passwd_field)]
+    user_name: Option<String>,
+    /// The job user's home directory.
+    #[arg(long, value_parser = passwd_field)]
+    home: Option<String>,
+    /// The job user's login shell.
+    #[arg(long, value_parser = passwd_field)]
+    shell: Option<String>,
+    /// GID=NAME of the job's primary or a supplementary group (repeatable).
+    #[arg(long, value_parser = group_name)]
+    group_name: Vec<(u32, String)>,
     /// SRC:DST[:ro], repeatable.
     #[arg(long)]
     mount: Vec<String>,
@@ -69,8 +82,12 @@ struct CreateArgs {
     mpi: Option<String>,
     #[arg(long)]
     ssh: bool,
+    /// The step's host GPU indices (`0,1`): checked, then set as
+    /// `com.berth.gpus` for the NVIDIA hook.
+    #[arg(long)]
+    gpus: Option<String>,
     /// Annotation KEY=VALUE for hooks.d selection (repeatable): the plugin
-    /// passes the step's facts (com.berth.slurm.*, com.berth.gpus).
+    /// passes the step's facts (com.berth.slurm.*).
     #[arg(long)]
     annotation: Vec<String>,
     /// The batch script's directory, bound read-only at the same path.
@@ -89,7 +106,7 @@ fn create(a: CreateArgs) -> Result<(), String> {
         mpi: a.mpi.is_some(),
         mpi_type: a.mpi.as_deref(),
         ssh: a.ssh,
-        gpus: None,
+        gpus: a.gpus.as_deref(),
         extra: &a.annotation,
     })
     .map_err(|e| e.to_string())?;
@@ -99,6 +116,12 @@ fn create(a: CreateArgs) -> Result<(), String> {
         uid: a.uid,
         gid: a.gid,
         groups: a.groups,
+        identity: Identity {
+            name: a.user_name,
+            home: a.home.map(PathBuf::from),
+            shell: a.shell,
+            groups: a.group_name,
+        },
         mounts: a.mount,
         workdir: a.workdir,
         writable: a.writable,
@@ -121,6 +144,26 @@ fn create(a: CreateArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Parses `--group-name GID=NAME`.
+fn group_name(s: &str) -> Result<(u32, String), String> {
+    let (gid, name) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected GID=NAME"))?;
+    let gid = gid
+        .parse()
+        .map_err(|_| format!("{gid:?} is not a numeric gid"))?;
+    Ok((gid, passwd_field(name)?))
+}
+
+/// A value written into the container's /etc/passwd or /etc/group: one
+/// non-empty field, so it cannot add lines or fields.
+fn passwd_field(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains([':', '\n']) {
+        return Err(format!("{s:?} cannot be a passwd or group field"));
+    }
+    Ok(s.to_string())
+}
+
 /// Runs `slurm-create`/`slurm-delete` when they are the subcommand; `None` otherwise.
 pub fn dispatch() -> Option<i32> {
     let sub = std::env::args().nth(1)?;
@@ -129,7 +172,7 @@ pub fn dispatch() -> Option<i32> {
     }
     crate::log::init(None, false, false);
     let result = match SlurmCli::parse().cmd {
-        SlurmCmd::SlurmCreate(a) => create(a),
+        SlurmCmd::SlurmCreate(a) => create(*a),
         SlurmCmd::SlurmDelete { id: Some(id), .. } => slurm::delete(&id).map_err(|e| e.to_string()),
         SlurmCmd::SlurmDelete { job, .. } => slurm::delete_job(job.unwrap_or_default())
             .map(|_| ())

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
-use nix::unistd::User;
 
 /// The key directory, relative to the user's home.
 pub const KEYS_DIR: &str = ".local/share/berth/ssh";
@@ -28,7 +27,7 @@ pub const AUTHORIZED_KEYS: &str = "authorized_keys";
 /// Errors of `berth ssh-keygen`.
 #[derive(Debug, thiserror::Error)]
 pub enum KeygenError {
-    #[error("cannot find the home directory of uid {0} in the passwd database")]
+    #[error("HOME is unset or not an existing absolute directory (uid {0}): run berth ssh-keygen from a login shell, or set HOME")]
     NoHome(u32),
     #[error("SSH keys already exist in {}: pass --overwrite to replace them", .0.display())]
     Exists(PathBuf),
@@ -111,15 +110,13 @@ fn generate(dir: &Path) -> Result<(), KeygenError> {
         .map_err(io("write", &path))
 }
 
-/// Makes the keys of the user running this command in their home; returns
-/// the key directory.
+/// Makes the keys of the user running this command in their home
+/// (`$HOME`: berth does no passwd lookups); returns the key directory.
 pub fn keygen(overwrite: bool) -> Result<PathBuf, KeygenError> {
-    let uid = nix::unistd::geteuid();
-    let home = User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.dir)
-        .ok_or(KeygenError::NoHome(uid.as_raw()))?;
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute() && h.is_dir())
+        .ok_or(KeygenError::NoHome(nix::unistd::geteuid().as_raw()))?;
     make_keys(&home, overwrite)
 }
 

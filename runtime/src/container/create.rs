@@ -1,8 +1,9 @@
 //! `create`: validate, claim the id, fork the init into its namespaces,
 //! drive the sync protocol (maps, cgroup, prestart/createRuntime hooks),
-//! then record the state. Any failure tears everything down: the init is
-//! killed (its mount namespace and mounts die with it), cgroups and the
-//! state directory are removed.
+//! and record the state (status "creating" until the init reports, so the
+//! runtime writes it while the init builds the rootfs). Any failure tears
+//! everything down: the init is killed (its mount namespace and mounts die
+//! with it), cgroups, the pid file and the state directory are removed.
 
 use super::{ContainerError, CreateOpts};
 use crate::config::{self, Bundle};
@@ -29,6 +30,8 @@ struct Cleanup {
     root: PathBuf,
     id: String,
     pid: Option<i32>,
+    /// The pid file, once written.
+    pid_file: Option<PathBuf>,
     cgroups: crate::cgroups::Placement,
     armed: bool,
 }
@@ -44,6 +47,9 @@ impl Drop for Cleanup {
         }
         if let Err(e) = crate::cgroups::remove(&self.cgroups.created) {
             crate::log::warn(&e.to_string());
+        }
+        if let Some(p) = &self.pid_file {
+            let _ = std::fs::remove_file(p);
         }
         let _ = State::remove(&self.root, &self.id);
     }
@@ -67,6 +73,7 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
         root: o.root.clone(),
         id: o.id.clone(),
         pid: None,
+        pid_file: None,
         cgroups: Default::default(),
         armed: true,
     };
@@ -140,6 +147,18 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
     drop(fifo_fd);
     drop(console);
     cleanup.pid = Some(pid);
+    // With the init's pid final (no intermediate process), record the state
+    // and pid file while the init builds the rootfs, marked "creating" until
+    // it reports; otherwise once it has.
+    let mut early = None;
+    if fast {
+        let marker = state::creating_path(&o.root, &o.id);
+        std::fs::File::create(&marker).map_err(|source| ContainerError::Io {
+            what: format!("create {}", marker.display()),
+            source,
+        })?;
+        early = Some((marker, record(o, &bundle, &plan, &mut cleanup, pid)?));
+    }
     let mut intermediate = None;
     tracing::debug!(id = %o.id, pid, "init forked");
     loop {
@@ -157,6 +176,12 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
                 parent_end.send(&Msg::MapsDone)?;
             }
             Msg::Pid(p) => {
+                if early.is_some() {
+                    return Err(ContainerError::Other(
+                        "init reported a new pid after the state was recorded".into(),
+                    )
+                    .into());
+                }
                 intermediate = Some(pid);
                 pid = p;
                 cleanup.pid = Some(pid);
@@ -182,6 +207,28 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
             }
         }
     }
+    let st = match early {
+        Some((marker, st)) => {
+            std::fs::remove_file(&marker).map_err(|source| ContainerError::Io {
+                what: format!("remove {}", marker.display()),
+                source,
+            })?;
+            st
+        }
+        None => record(o, &bundle, &plan, &mut cleanup, pid)?,
+    };
+    cleanup.armed = false;
+    Ok(Created { pid, state: st })
+}
+
+/// Saves the container's state and writes the pid file.
+fn record(
+    o: &CreateOpts,
+    bundle: &Bundle,
+    plan: &Plan,
+    cleanup: &mut Cleanup,
+    pid: i32,
+) -> crate::Result<State> {
     let start_time = state::proc_stat(pid).map(|s| s.1).unwrap_or(0);
     let spec = &bundle.spec;
     let st = State {
@@ -203,9 +250,9 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
     st.save(&o.root)?;
     if let Some(p) = &o.pid_file {
         super::write_pid_file(p, pid)?;
+        cleanup.pid_file = Some(p.clone());
     }
-    cleanup.armed = false;
-    Ok(Created { pid, state: st })
+    Ok(st)
 }
 
 /// prestart (deprecated but still honoured) then createRuntime, in the

@@ -100,6 +100,7 @@ impl Client {
         ca_files: &[PathBuf],
         creds: Option<Credentials>,
     ) -> Result<Self, RegistryError> {
+        crate::nss::builtin_sources_only();
         let insecure = site.insecure.iter().any(|h| h == &r.registry);
         let all_cas: Vec<PathBuf> = site.ca_files.iter().chain(ca_files).cloned().collect();
         let tls = TlsConfig::builder().root_certs(roots(&all_cas)?).build();

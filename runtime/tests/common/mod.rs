@@ -162,6 +162,8 @@ impl Bundle {
             .cmd()
             .args(["create", "--bundle"])
             .arg(&self.dir)
+            .arg("--pid-file")
+            .arg(self.pid_file(id))
             .arg(id)
             .stdin(Stdio::null())
             .stdout(f)
@@ -173,6 +175,11 @@ impl Bundle {
             stdout: Vec::new(),
             stderr: std::fs::read(&errp).unwrap_or_default(),
         }
+    }
+
+    /// The pid file `create` writes (removed again when create fails).
+    pub fn pid_file(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.pid"))
     }
 
     pub fn out_path(&self, id: &str) -> PathBuf {
@@ -333,6 +340,7 @@ pub fn assert_clean_failure(b: &Bundle, id: &str, o: &Output, needle: &str) {
         "error {err:?} does not mention {needle:?}"
     );
     assert!(!b.root.join(id).exists(), "state entry left behind");
+    assert!(!b.pid_file(id).exists(), "pid file left behind");
     assert!(
         host_mounts_under(&b.dir).is_empty(),
         "mounts left behind: {:?}",
