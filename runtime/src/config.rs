@@ -87,6 +87,7 @@ fn validate(b: &Bundle) -> Result<(), ConfigError> {
         )));
     }
     let spec = &b.spec;
+    check_oci_version(spec.version())?;
     let process = spec
         .process()
         .as_ref()
@@ -183,4 +184,64 @@ fn validate(b: &Bundle) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `ociVersion` MUST be SemVer 2.0.0; an invalid value MUST be an error
+/// (runtime-spec config.md "Specification version", "Valid values"). Only
+/// major version 1 exists, so any other major is unsupported, not guessed at.
+/// An absent `ociVersion` (oci-spec reads it as "") is still accepted, as runc
+/// does, so hand-written configs without it keep working.
+fn check_oci_version(v: &str) -> Result<(), ConfigError> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    let version = semver::Version::parse(v).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "ociVersion {v:?} is not a SemVer 2.0.0 version: {e}"
+        ))
+    })?;
+    if version.major != 1 {
+        return Err(ConfigError::Unsupported(format!("ociVersion {v}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod oci_version_tests {
+    use super::check_oci_version;
+
+    #[test]
+    fn accepts_semver_1x() {
+        for v in [
+            "",
+            "1.0.0",
+            "1.0.2",
+            "1.2.1",
+            "1.0.2-dev",
+            "1.1.0-rc.1",
+            "1.0.0+build.5",
+        ] {
+            assert!(check_oci_version(v).is_ok(), "{v}");
+        }
+    }
+
+    #[test]
+    fn refuses_invalid_or_other_major() {
+        for v in [
+            "invalid",
+            "1",
+            "1.0",
+            "1.0.0.0",
+            "01.0.0",
+            "1.a.0",
+            "1.0.0-",
+            "1.0.0-a..b",
+            "v1.0.0",
+        ] {
+            let e = check_oci_version(v).unwrap_err().to_string();
+            assert!(e.contains("SemVer"), "{v}: {e}");
+        }
+        let e = check_oci_version("2.0.0").unwrap_err().to_string();
+        assert!(e.contains("not supported"), "{e}");
+    }
 }

@@ -46,6 +46,17 @@ fn relative_mount_destination() {
 }
 
 #[test]
+fn invalid_oci_version() {
+    // runtime-spec "Valid values": an invalid ociVersion MUST be an error
+    // (runtime-tools validation/misc_props).
+    let mut b = Bundle::new("badversion", &["true"]);
+    b.config["ociVersion"] = "invalid".into();
+    let id = b.id("x");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "ociVersion");
+}
+
+#[test]
 fn unknown_namespace_type() {
     let mut b = Bundle::new("badns", &["true"]);
     b.config["linux"]["namespaces"]

@@ -184,14 +184,14 @@ fn run_waits_and_returns_exit_code() {
 
 #[test]
 fn features_and_version() {
-    let o = std::process::Command::new(BERTH)
+    let o = std::process::Command::new(berth())
         .arg("features")
         .output()
         .unwrap();
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["hooks"].as_array().unwrap().len(), 6);
-    assert!(std::process::Command::new(BERTH)
+    assert!(std::process::Command::new(berth())
         .arg("--version")
         .status()
         .unwrap()
@@ -213,4 +213,27 @@ fn spec_writes_a_runnable_config_once() {
     let id = b.id("spec");
     let o = b.berth(&["run", "--bundle", b.dir.to_str().unwrap(), &id]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `berth state ID | head -c0`: a reader that went away ends the command
+/// quietly (status 0, no panic on stderr), and the container is untouched.
+#[test]
+fn output_to_a_closed_pipe_is_not_a_panic() {
+    let mut b = Bundle::new("epipe", &["sleep", "30"]);
+    let id = b.id("epipe");
+    assert!(b.create(&id).status.success());
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let o = b
+        .cmd()
+        .args(["state", &id])
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+    assert_eq!(b.status(&id), "created");
+    assert!(b.berth(&["delete", "--force", &id]).status.success());
 }

@@ -30,8 +30,8 @@ impl Podman {
             "--events-backend=file",
             "--storage-driver=vfs",
             "--runtime",
-            BERTH,
-        ]);
+        ])
+        .arg(berth());
         c.env("CONTAINERS_CONF", self.dir.join("containers.conf"));
         c
     }

@@ -29,6 +29,20 @@ fn user_groups_umask_cwd_env_home() {
 }
 
 #[test]
+fn sigpipe_is_not_ignored_in_the_container() {
+    // berth ignores SIGPIPE (Rust runtime); the container must not inherit
+    // that: SigIgn bit 12 is SIGPIPE (13).
+    let mut b = Bundle::new("sigpipe", &[]);
+    let out = b.sh("grep SigIgn /proc/self/status");
+    let mask = out
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(mask & (1 << 12), 0, "{out}");
+}
+
+#[test]
 fn capabilities_all_sets_and_no_new_privs() {
     let mut b = Bundle::new("caps", &[]);
     // CAP_CHOWN=0, CAP_KILL=5, CAP_NET_BIND_SERVICE=10
@@ -157,7 +171,7 @@ fn no_host_fd_leaks_and_preserved_fds() {
             .arg(format!(
                 "LISTEN_PID={listen_pid} exec \"$0\" --root \"$1\" run --bundle \"$2\" {id}"
             ))
-            .arg(BERTH)
+            .arg(berth())
             .arg(&b.root)
             .arg(&b.dir)
             .env("LISTEN_FDS", "1")

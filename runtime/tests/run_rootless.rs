@@ -55,7 +55,9 @@ impl UserEnv {
             format!("--regid={}", user::UID),
             "--init-groups".into(),
         ])
-        .arg(env!("CARGO_BIN_EXE_berth"))
+        .arg(berth_tests::paths::berth_under_test(env!(
+            "CARGO_BIN_EXE_berth"
+        )))
         .args(args)
         .env("BERTH_CONFIG", &self.config)
         .env("XDG_RUNTIME_DIR", &self.run_dir)

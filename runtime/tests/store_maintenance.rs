@@ -207,10 +207,14 @@ fn system_store_is_read_before_the_user_store() {
                 format!("--regid={uid}"),
                 "--init-groups".into(),
             ])
-            .arg(env!("CARGO_BIN_EXE_berth"));
+            .arg(berth_tests::paths::berth_under_test(env!(
+                "CARGO_BIN_EXE_berth"
+            )));
             c
         } else {
-            Command::new(env!("CARGO_BIN_EXE_berth"))
+            Command::new(berth_tests::paths::berth_under_test(env!(
+                "CARGO_BIN_EXE_berth"
+            )))
         };
         let o = cmd
             .args(args)

@@ -69,9 +69,20 @@ pub fn berth_dev_bin() -> PathBuf {
     newest_build("berth-dev")
 }
 
-/// The freshly built `berth` binary.
+/// The `berth` binary under test: `$BERTH_BIN` when set (scripts/test sets
+/// it to the static release build that sites install), else the freshly
+/// built one.
 pub fn berth_bin() -> PathBuf {
-    newest_build("berth")
+    berth_under_test(newest_build("berth"))
+}
+
+/// `$BERTH_BIN` when set, else `built` (a test crate's own
+/// `CARGO_BIN_EXE_berth`).
+pub fn berth_under_test(built: impl Into<PathBuf>) -> PathBuf {
+    std::env::var_os("BERTH_BIN")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| built.into())
 }
 
 /// A freshly built hook binary (`berth-hook-NAME`).

@@ -68,23 +68,23 @@ fn run(a: HooksCli) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let Some(dir) = &site.hooks_dir else {
         if a.json {
-            println!("[]");
+            crate::outln!("[]");
         } else {
-            println!("no hooks_dir in the site config: no hooks.d hooks");
+            crate::outln!("no hooks_dir in the site config: no hooks.d hooks");
         }
         return Ok(());
     };
     let files = hooks_d::load(dir).map_err(|e| e.to_string())?;
     if a.json {
         let list: Vec<Value> = files.iter().map(to_json).collect();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?
         );
     } else {
-        println!("{}: {} hook file(s), all valid", dir.display(), files.len());
+        crate::outln!("{}: {} hook file(s), all valid", dir.display(), files.len());
         for f in &files {
-            println!("{}", describe(f));
+            crate::outln!("{}", describe(f));
         }
     }
     Ok(())

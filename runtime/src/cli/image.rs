@@ -199,7 +199,7 @@ pub fn find(
 }
 
 fn print_json(v: &impl serde::Serialize) {
-    println!(
+    crate::outln!(
         "{}",
         serde_json::to_string_pretty(v).expect("output serializes")
     );
@@ -261,7 +261,7 @@ fn run(cmd: ImageCmd) -> Result<i32, String> {
             if common.json {
                 print_json(&out);
             } else {
-                println!("{} {}", out.reference, out.image.id);
+                crate::outln!("{} {}", out.reference, out.image.id);
             }
             Ok(0)
         }
@@ -276,7 +276,7 @@ fn run(cmd: ImageCmd) -> Result<i32, String> {
             if common.json {
                 print_json(&out);
             } else {
-                println!("{} {}", out.references.join(","), out.image.id);
+                crate::outln!("{} {}", out.references.join(","), out.image.id);
             }
             Ok(0)
         }
@@ -292,7 +292,7 @@ fn run(cmd: ImageCmd) -> Result<i32, String> {
             if common.json {
                 print_json(&report);
             } else {
-                println!(
+                crate::outln!(
                     "removed {} stale work dirs, {} orphans, {} corrupt images, {} unreferenced images, {} leftover files, {} stale containers",
                     report.stale_work.len(),
                     report.orphans.len(),

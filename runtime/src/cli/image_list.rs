@@ -39,13 +39,13 @@ fn listing(site: &SiteConfig, common: &Common) -> Result<Vec<Listed>, String> {
 pub fn images(site: &SiteConfig, common: &Common) -> Result<i32, String> {
     let list = listing(site, common)?;
     if common.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&list).expect("serializes")
         );
         return Ok(0);
     }
-    println!("{:<60} {:<14} {:>10}", "REFERENCE", "IMAGE ID", "SIZE");
+    crate::outln!("{:<60} {:<14} {:>10}", "REFERENCE", "IMAGE ID", "SIZE");
     for l in list {
         let size = format!("{:.1} MB", l.image.size as f64 / 1e6);
         let refs = if l.references.is_empty() {
@@ -54,7 +54,7 @@ pub fn images(site: &SiteConfig, common: &Common) -> Result<i32, String> {
             l.references
         };
         for r in refs {
-            println!("{:<60} {:<14} {:>10}", r, l.image.id.short(), size);
+            crate::outln!("{:<60} {:<14} {:>10}", r, l.image.id.short(), size);
         }
     }
     Ok(0)
@@ -71,7 +71,7 @@ pub fn inspect(site: &SiteConfig, common: &Common, name: &str) -> Result<i32, St
         .into_iter()
         .find(|l| l.image.id == meta.id)
         .ok_or_else(|| format!("inspect {name}: vanished while reading"))?;
-    println!("{}", serde_json::to_string_pretty(&l).expect("serializes"));
+    crate::outln!("{}", serde_json::to_string_pretty(&l).expect("serializes"));
     Ok(0)
 }
 
@@ -99,9 +99,9 @@ pub fn rmi(site: &SiteConfig, common: &Common, names: &[String]) -> Result<i32, 
             .any(|r| r.id == meta.id);
         if by_ref.is_none() || !left {
             write.delete_image(&meta.id).map_err(|e| fail(&e))?;
-            println!("deleted {}", meta.id);
+            crate::outln!("deleted {}", meta.id);
         } else {
-            println!("untagged {}", by_ref.unwrap_or_default());
+            crate::outln!("untagged {}", by_ref.unwrap_or_default());
         }
         drop(lock);
     }

@@ -16,6 +16,29 @@ pub mod spec;
 pub mod ssh_keygen;
 
 /// berth: an OCI runtime for HPC clusters.
+/// `println!` for command output: when the reader goes away early
+/// (`berth images | head -1`) the command ends quietly with status 0 instead
+/// of panicking (berth ignores SIGPIPE, like every Rust program, so that a
+/// closed pipe can never kill it halfway through creating a container).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line of command output; see [`outln!`].
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{args}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        crate::log::error(&format!("cannot write to standard output: {e}"));
+        std::process::exit(1);
+    }
+}
+
 #[derive(Debug, PartialEq, Parser)]
 #[command(name = "berth", version, about)]
 pub struct Cli {

@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> crate::Result<i32> {
             let st = State::load(&root, &id)?;
             let out =
                 serde_json::to_string_pretty(&st.oci(st.status(&root))).expect("state serializes");
-            println!("{out}");
+            crate::outln!("{out}");
             Ok(0)
         }
         Cmd::Kill { id, signal, all } => {
@@ -60,7 +60,7 @@ pub fn run(cli: Cli) -> crate::Result<i32> {
             Ok(0)
         }
         Cmd::Features => {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&super::features::json()).expect("features serialize")
             );

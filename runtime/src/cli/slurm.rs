@@ -137,7 +137,7 @@ fn create(a: CreateArgs) -> Result<(), String> {
         debug: false,
     };
     let made = slurm::create(&site, &common, &request).map_err(|e| e.to_string())?;
-    println!(
+    crate::outln!(
         "{}",
         serde_json::to_string(&made).map_err(|e| e.to_string())?
     );

@@ -163,7 +163,7 @@ pub fn dispatch() -> Option<i32> {
     crate::log::init(None, false, false);
     Some(match keygen(args.overwrite) {
         Ok(dir) => {
-            println!("SSH keys for containers written to {}", dir.display());
+            crate::outln!("SSH keys for containers written to {}", dir.display());
             0
         }
         Err(e) => {

@@ -295,6 +295,11 @@ pub fn close_fds_from(first: u32) {
 
 /// execve; returns only on failure.
 pub fn exec(p: &Prepared) -> ProcessError {
+    // Rust's runtime sets SIGPIPE to SIG_IGN in berth, and an ignored signal
+    // stays ignored across execve: without this the container process would
+    // get EPIPE instead of dying on a closed pipe (`yes | head` misbehaves).
+    // SAFETY: resetting one disposition to the default; no handler involved.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let e = nix::unistd::execve(&p.path, &p.argv, &p.envp).unwrap_err();
     ProcessError::Sys {
         what: format!("exec {}", p.path.to_string_lossy()),

@@ -266,9 +266,14 @@ fn setup(init: &Init<'_>) -> Result<(Fifo, Prepared), ProcessError> {
         Some(root)
     } else {
         if spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) || readonly {
-            return Err(ProcessError::Invalid(
-                "not supported yet: mounts or a read-only root without a mount namespace".into(),
-            ));
+            let which = if init.plan.joins(CloneFlags::CLONE_NEWNS) {
+                "in a joined mount namespace (linux.namespaces mount with a path)"
+            } else {
+                "without a mount namespace"
+            };
+            return Err(ProcessError::Invalid(format!(
+                "not supported yet: mounts or a read-only root {which}: drop them or let berth create the mount namespace"
+            )));
         }
         None
     };

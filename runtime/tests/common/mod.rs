@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+/// The runtime under test (`$BERTH_BIN`, else this crate's build).
+pub fn berth() -> PathBuf {
+    berth_tests::paths::berth_under_test(env!("CARGO_BIN_EXE_berth"))
+}
 pub const TEST_UID: u32 = 4242;
 
 /// A bundle with a busybox rootfs and its own state root.
@@ -130,12 +133,12 @@ impl Bundle {
                 format!("--reuid={TEST_UID}"),
                 format!("--regid={TEST_UID}"),
                 "--init-groups".into(),
-                BERTH.into(),
-            ]);
+            ])
+            .arg(berth());
             c.env("XDG_RUNTIME_DIR", &self.dir);
             c
         } else {
-            Command::new(BERTH)
+            Command::new(berth())
         };
         c.arg("--root").arg(&self.root);
         c

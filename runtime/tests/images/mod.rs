@@ -55,7 +55,9 @@ impl Env {
 
     /// A `berth` command with this config and store.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut c = Command::new(berth_tests::paths::berth_under_test(env!(
+            "CARGO_BIN_EXE_berth"
+        )));
         c.args(args)
             .env("BERTH_CONFIG", &self.config)
             .env("BERTH_STORE", &self.store)
