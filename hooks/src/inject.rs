@@ -103,6 +103,18 @@ impl Rootfs {
         resolve::open_in_root(self.fd.as_fd(), dst).is_ok()
     }
 
+    /// True when `dst` (resolved inside the root) lies on the root's own
+    /// filesystem, not on a mount inside it. Both sides are stat'ed through
+    /// fds, so no host path or symlink outside the root is followed.
+    pub fn same_fs(&self, dst: &Path) -> bool {
+        let dev =
+            |fd: std::os::fd::BorrowedFd<'_>| nix::sys::stat::fstat(fd).map(|s| s.st_dev).ok();
+        match resolve::open_in_root(self.fd.as_fd(), dst) {
+            Ok(fd) => dev(fd.as_fd()).is_some() && dev(fd.as_fd()) == dev(self.fd.as_fd()),
+            Err(_) => false,
+        }
+    }
+
     /// Where `dst` really is, after resolving its symlinks inside the root:
     /// a container path (starting with `/`).
     pub fn resolve(&self, dst: &Path) -> Option<PathBuf> {
@@ -222,6 +234,35 @@ mod tests {
         assert_eq!(r.read(Path::new("usr/lib/libx.so")).unwrap(), b"inside");
         assert!(!r.exists(Path::new("/passwd")));
         assert!(r.read(Path::new("/passwd")).is_err());
+    }
+
+    #[test]
+    fn same_fs_sees_mounts_inside_the_root_and_never_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::create_dir_all(root.join("mnt")).unwrap();
+        // /proc is another filesystem on the host: a symlink to it must be
+        // resolved inside the root (where it does not exist), not followed.
+        std::os::unix::fs::symlink("/proc", root.join("link")).unwrap();
+        let r = Rootfs::open(root).unwrap();
+        assert!(r.same_fs(Path::new("/home/u")));
+        assert!(!r.same_fs(Path::new("/link")));
+        assert!(!r.same_fs(Path::new("/missing")));
+        if nix::unistd::geteuid().is_root() {
+            let mnt = root.join("mnt");
+            nix::mount::mount(
+                Some("tmpfs"),
+                &mnt,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .unwrap();
+            let other = r.same_fs(Path::new("/mnt"));
+            nix::mount::umount(&mnt).unwrap();
+            assert!(!other, "a tmpfs mounted inside is another filesystem");
+        }
     }
 
     #[test]

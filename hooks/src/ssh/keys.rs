@@ -221,23 +221,13 @@ pub fn mount_dot_ssh(
         std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(io(p))?;
     }
     let dst = account.home.join(".ssh");
-    if !root.exists(&dst) && root.exists(&account.home) && !same_fs(root, &account.home) {
+    if !root.exists(&dst) && root.exists(&account.home) && !root.same_fs(&account.home) {
         return Err(KeyError::NoDotSsh {
             home: account.home.clone(),
         });
     }
     root.bind(&dir, &dst, Access::ReadOnly)?;
     Ok(())
-}
-
-/// True when container path `p` is on the rootfs's own filesystem.
-fn same_fs(root: &Rootfs, p: &Path) -> bool {
-    let dev = |host: &Path| std::fs::metadata(host).map(|m| m.dev()).ok();
-    let Some(real) = root.resolve(p) else {
-        return false;
-    };
-    let host = root.path().join(real.strip_prefix("/").unwrap_or(&real));
-    dev(&host).is_some() && dev(&host) == dev(root.path())
 }
 
 #[cfg(test)]

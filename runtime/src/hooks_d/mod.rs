@@ -45,8 +45,9 @@ pub enum HooksDError {
 /// each file and each hook binary must pass [`trust::check`].
 pub fn load(dir: &Path) -> Result<Vec<HookFile>, HooksDError> {
     let root = nix::unistd::geteuid().is_root();
+    let mut trust = trust::Trust::default();
     if root {
-        trust::check(dir)?;
+        trust.check(dir)?;
     }
     let read = |source| HooksDError::Read {
         path: dir.to_path_buf(),
@@ -64,11 +65,11 @@ pub fn load(dir: &Path) -> Result<Vec<HookFile>, HooksDError> {
         .iter()
         .map(|p| {
             if root {
-                trust::check(p)?;
+                trust.check(p)?;
             }
             let hook = file::parse_file(p)?;
             if root {
-                trust::check(&hook.hook.path)?;
+                trust.check(&hook.hook.path)?;
             }
             Ok(hook)
         })

@@ -6,6 +6,7 @@
 //! there but cannot rename or remove root's. Symlinks on the way are checked
 //! too (they must be root-owned), and so is the path they lead to.
 
+use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -14,39 +15,63 @@ use super::HooksDError;
 /// Checks `path` and every directory above it, both as written and after
 /// resolving symlinks.
 pub fn check(path: &Path) -> Result<(), HooksDError> {
-    let read = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| HooksDError::Read { path: p, source }
-    };
-    check_chain(path)?;
-    let real = std::fs::canonicalize(path).map_err(read(path))?;
-    if real != path {
-        check_chain(&real)?;
-    }
-    Ok(())
+    Trust::default().check(path)
 }
 
-/// Walks `/`, `/a`, `/a/b`, ... up to `path` with lstat; a `..` steps back
-/// lexically (the resolved path is checked separately).
-fn check_chain(path: &Path) -> Result<(), HooksDError> {
-    let mut prefix = PathBuf::from("/");
-    let parts: Vec<Component> = path
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
-        .collect();
-    check_one(&prefix, parts.is_empty())?;
-    for (i, c) in parts.iter().enumerate() {
-        match c {
-            Component::ParentDir => {
-                prefix.pop();
-            }
-            _ => {
-                prefix.push(c);
-                check_one(&prefix, i + 1 == parts.len())?;
+/// Checks many paths, each ancestor directory once: the hooks directory,
+/// its files and the hook binaries mostly share their parents.
+#[derive(Default)]
+pub struct Trust {
+    /// `(path, last)` pairs already found trustworthy.
+    passed: HashSet<(PathBuf, bool)>,
+}
+
+impl Trust {
+    /// [`check`], skipping the entries this checker already passed.
+    pub fn check(&mut self, path: &Path) -> Result<(), HooksDError> {
+        let read = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| HooksDError::Read { path: p, source }
+        };
+        self.check_chain(path)?;
+        let real = std::fs::canonicalize(path).map_err(read(path))?;
+        if real != path {
+            self.check_chain(&real)?;
+        }
+        Ok(())
+    }
+
+    /// Walks `/`, `/a`, `/a/b`, ... up to `path` with lstat; a `..` steps
+    /// back lexically (the resolved path is checked separately).
+    fn check_chain(&mut self, path: &Path) -> Result<(), HooksDError> {
+        let mut prefix = PathBuf::from("/");
+        let parts: Vec<Component> = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+            .collect();
+        self.check_once(&prefix, parts.is_empty())?;
+        for (i, c) in parts.iter().enumerate() {
+            match c {
+                Component::ParentDir => {
+                    prefix.pop();
+                }
+                _ => {
+                    prefix.push(c);
+                    self.check_once(&prefix, i + 1 == parts.len())?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    fn check_once(&mut self, p: &Path, last: bool) -> Result<(), HooksDError> {
+        let key = (p.to_path_buf(), last);
+        if !self.passed.contains(&key) {
+            check_one(p, last)?;
+            self.passed.insert(key);
+        }
+        Ok(())
+    }
 }
 
 fn check_one(p: &Path, last: bool) -> Result<(), HooksDError> {
@@ -125,6 +150,25 @@ mod tests {
             e.contains(&d.path().display().to_string()) && e.contains("uid 4242"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn one_checker_passes_shared_parents_once_but_checks_every_file() {
+        if !root() {
+            return;
+        }
+        let (d, f) = tree();
+        let bad = d.path().join("20-y.json");
+        std::fs::write(&bad, "{}").unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let mut t = Trust::default();
+        t.check(&f).unwrap();
+        let before = t.passed.len();
+        let e = t.check(&bad).unwrap_err().to_string();
+        assert!(e.contains("20-y.json") && e.contains("writable"), "{e}");
+        // The shared parents were not recorded twice.
+        assert_eq!(t.passed.len(), before);
+        t.check(&f).unwrap();
     }
 
     #[test]
