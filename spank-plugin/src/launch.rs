@@ -118,7 +118,10 @@ pub fn create_command(
         &job.gid.to_string(),
     ]);
     cmd.args(user.args());
-    cmd.args(["--image", req.image.as_deref().unwrap_or_default()]);
+    // Without an image, a later step joins the job's named container.
+    if let Some(image) = &req.image {
+        cmd.args(["--image", image]);
+    }
     for m in &req.mounts {
         let flag = if m.readonly { ":ro" } else { "" };
         cmd.arg("--mount").arg(format!(

@@ -187,7 +187,9 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
             with_state(|s| s.request.apply_env_defaults(|k| std::env::var(k).ok()))?;
         }
         let request = with_state(|s| s.request.clone());
-        if request.image.is_none() {
+        // `--container-name` alone joins the job's named container (Pyxis's
+        // semantics); without either option the step is not berth's.
+        if request.image.is_none() && request.name.is_none() {
             return Ok(());
         }
         let allocator = unsafe { spank_context() } == spank_context::S_CTX_ALLOCATOR;

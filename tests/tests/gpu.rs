@@ -432,3 +432,58 @@ fn batch_steps_use_the_jobs_gpus_and_an_exported_list_grants_nothing() {
     assert!(o.status.success(), "srun failed: {}", text(&o.stderr));
     assert_eq!(text(&o.stdout).trim(), "3", "no GPU node injected");
 }
+
+/// A named container keeps the GPUs it was made with: a later step of the
+/// job that joins it with a GPU the container does not hold fails with one
+/// clear line instead of reaching a GPU outside the container's set.
+#[test]
+fn joining_a_named_container_with_other_gpus_fails_cleanly() {
+    let c = cluster();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(berth_tests::user::UID), None).unwrap();
+    let script = dir.path().join("job.sh");
+    let output = dir.path().join("job.out");
+    let show = "$CUDA_VISIBLE_DEVICES $(cd /dev && ls -d nvidia[0-9]*)";
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n#SBATCH --gpus=2\n#SBATCH --output={out}\n\
+             srun --gpus=1 --container-name=gx --container-image={img} sh -c 'echo first {show}'\n\
+             srun --gpus=2 --container-name=gx sh -c 'echo second {show}'\n\
+             echo second-rc=$?\n",
+            out = output.display(),
+            img = c.image,
+        ),
+    )
+    .unwrap();
+    let o = c
+        .as_user("sbatch", &["--wait", script.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = std::fs::read_to_string(&output).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "sbatch failed: {} {out}",
+        text(&o.stderr)
+    );
+    let first: Vec<&str> = out.lines().filter(|l| l.starts_with("first ")).collect();
+    assert_eq!(first.len(), 1, "{out}");
+    assert!(
+        first[0].starts_with("first 0 nvidia"),
+        "one GPU, numbered 0: {out}"
+    );
+    assert!(
+        !out.contains("second 0"),
+        "the second step must not run: {out}"
+    );
+    assert!(
+        out.contains("is not one of the step container's GPUs"),
+        "one clear error line: {out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("second-rc=") && l != "second-rc=0"),
+        "{out}"
+    );
+    leaks::assert_clean();
+}

@@ -29,8 +29,9 @@ use crate::site::SiteConfig;
 pub struct StepRequest {
     /// Container id (`slurm-JOB.STEP` or `slurm-JOB-NAME`).
     pub id: String,
-    /// The image reference or digest.
-    pub image: String,
+    /// The image reference or digest; `None` to join an existing named
+    /// container only (`--container-name` without `--container-image`).
+    pub image: Option<String>,
     /// The job user's uid, primary gid and supplementary gids.
     pub uid: u32,
     pub gid: u32,
@@ -391,9 +392,13 @@ pub fn create(
     // the holder removes the lock file, and only once done (success or not):
     // a waiter then retries on a fresh file (lock.rs re-checks the inode).
     let lock = id_lock(&r.id, site.store.lock_timeout_s)?;
-    let made = existing(&r.id).and_then(|step| match step {
-        Some(step) => Ok(step),
-        None => create_locked(site, common, r),
+    let made = existing(&r.id).and_then(|step| match (step, &r.image) {
+        (Some(step), _) => Ok(step),
+        (None, Some(image)) => create_locked(site, common, r, image),
+        (None, None) => Err(BundleError::Invalid(format!(
+            "container {} does not exist on this node: the first step that uses --container-name needs --container-image",
+            r.id
+        ))),
     });
     lock.remove();
     made
@@ -404,11 +409,12 @@ fn create_locked(
     site: &SiteConfig,
     common: &Common,
     r: &StepRequest,
+    image: &str,
 ) -> Result<StepContainer, BundleError> {
     // Always under a tmpfs overlay: bind mounts (home, scratch, the user's) need
     // mount points the read-only image may lack. The root is still remounted
     // read-only unless the user asked for --container-writable.
-    let mounted = mount_image(site, common, &r.image, PullPolicy::Missing, true, &r.id)?;
+    let mounted = mount_image(site, common, image, PullPolicy::Missing, true, &r.id)?;
     let mut mounts = r.mounts.clone();
     if r.mount_home {
         if let Some(home) = r.identity.home.as_ref().filter(|h| h.is_dir()) {
@@ -497,6 +503,7 @@ fn run_entrypoint(
     r: &StepRequest,
     entrypoint: Option<&[String]>,
 ) -> Result<(), BundleError> {
+    let image = r.image.as_deref().unwrap_or_default();
     let Some(ep) = entrypoint.filter(|e| !e.is_empty()) else {
         return Ok(());
     };
@@ -518,7 +525,7 @@ fn run_entrypoint(
     let root = crate::state::default_root();
     let code = with_stdio(Some(&out), || container::exec::exec(&root, &r.id, opts))
         .map_err(io)?
-        .map_err(|e| BundleError::Runtime(format!("entrypoint of {}: {e}", r.image)))?;
+        .map_err(|e| BundleError::Runtime(format!("entrypoint of {image}: {e}")))?;
     if code != 0 {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let last = text
@@ -529,7 +536,7 @@ fn run_entrypoint(
         return Err(BundleError::Runtime(format!(
             "the entrypoint {} of {} exited with status {code}: {last}",
             ep.join(" "),
-            r.image
+            image
         )));
     }
     Ok(())

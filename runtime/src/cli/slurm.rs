@@ -41,8 +41,9 @@ struct CreateArgs {
     config: Option<PathBuf>,
     #[arg(long)]
     id: String,
+    /// The image; without it, only an existing (named) container is joined.
     #[arg(long)]
-    image: String,
+    image: Option<String>,
     #[arg(long)]
     uid: u32,
     #[arg(long)]
@@ -102,7 +103,7 @@ fn create(a: CreateArgs) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     let annotations = annotations::build(&annotations::Requested {
-        image: &a.image,
+        image: a.image.as_deref().unwrap_or_default(),
         mpi: a.mpi.is_some(),
         mpi_type: a.mpi.as_deref(),
         ssh: a.ssh,
