@@ -43,6 +43,19 @@ pub fn run_all(stage: &'static str, hooks: &[Hook], state: &str) -> Result<(), H
     Ok(())
 }
 
+/// Run every hook in `hooks`, logging a warning for each one that fails
+/// and going on with the next: the poststart/poststop semantics ("the
+/// runtime MUST log a warning, but the remaining hooks and lifecycle
+/// continue as if the hook had succeeded").
+pub fn run_all_warn(stage: &'static str, hooks: &[Hook], state: &str) {
+    for h in hooks {
+        tracing::debug!(stage, path = %h.path().display(), "running hook");
+        if let Err(e) = run_one(stage, h, state) {
+            crate::log::warn(&e.to_string());
+        }
+    }
+}
+
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills the array on success.

@@ -157,6 +157,33 @@ fn failing_poststart_and_poststop_only_warn() {
     assert!(!b.root.join(&id).exists());
 }
 
+/// A failing poststart/poststop hook does not stop the ones after it
+/// (runtime-spec: "the remaining hooks and lifecycle continue").
+#[test]
+fn hooks_after_a_failing_poststart_or_poststop_still_run() {
+    let mut b = Bundle::new("postfailnext", &["true"]);
+    let out = b.dir.join("post-order");
+    let ok = |stage: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {stage}-after-failure >> {}", out.display())]});
+    let bad = failing("poststart")["poststart"][0].clone();
+    b.config["hooks"] = json!({
+        "poststart": [bad.clone(), ok("poststart")],
+        "poststop": [bad, ok("poststop")]
+    });
+    let id = b.id("postnext");
+    assert!(b.create(&id).status.success());
+    let o = b.berth(&["start", &id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: poststart"));
+    b.wait_stopped(&id);
+    let o = b.berth(&["delete", &id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: poststop"));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "poststart-after-failure\npoststop-after-failure\n"
+    );
+}
+
 #[test]
 fn hook_timeout() {
     let mut b = Bundle::new("hooktimeout", &["true"]);

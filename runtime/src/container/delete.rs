@@ -45,9 +45,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> crate::Result<()> {
     State::remove(root, id)?;
     if let Some(h) = st.hooks.as_ref().and_then(|h| h.poststop().clone()) {
         let state = serde_json::to_string(&st.oci(Status::Stopped)).expect("state serializes");
-        if let Err(e) = crate::hooks::run_all("poststop", &h, &state) {
-            crate::log::warn(&e.to_string());
-        }
+        crate::hooks::run_all_warn("poststop", &h, &state);
     }
     Ok(())
 }

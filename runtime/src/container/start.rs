@@ -45,9 +45,7 @@ pub fn start(root: &Path, id: &str) -> crate::Result<()> {
     }
     if let Some(h) = st.hooks.as_ref().and_then(|h| h.poststart().clone()) {
         let state = serde_json::to_string(&st.oci(Status::Running)).expect("state serializes");
-        if let Err(e) = crate::hooks::run_all("poststart", &h, &state) {
-            crate::log::warn(&e.to_string());
-        }
+        crate::hooks::run_all_warn("poststart", &h, &state);
     }
     Ok(())
 }
