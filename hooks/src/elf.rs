@@ -61,27 +61,22 @@ impl ElfInfo {
         } else {
             &elf.runpaths
         };
-        let name = |off: usize| elf.dynstrtab.get_at(off);
-        let glibc_defined = elf.verdef.as_ref().and_then(|s| {
-            s.iter()
-                .flat_map(|d| {
-                    d.iter()
-                        .filter_map(|a| name(a.vda_name))
-                        .collect::<Vec<_>>()
-                })
-                .filter_map(GlibcVersion::parse)
-                .max()
-        });
-        let glibc_needed = elf.verneed.as_ref().and_then(|s| {
-            s.iter()
-                .flat_map(|n| {
-                    n.iter()
-                        .filter_map(|a| name(a.vna_name))
-                        .collect::<Vec<_>>()
-                })
-                .filter_map(GlibcVersion::parse)
-                .max()
-        });
+        // The newest of the versions seen so far and the one named at `off`
+        // (`None` sorts before every version).
+        let newest = |v: Option<GlibcVersion>, off: usize| {
+            v.max(elf.dynstrtab.get_at(off).and_then(GlibcVersion::parse))
+        };
+        let (mut glibc_defined, mut glibc_needed) = (None, None);
+        for d in elf.verdef.iter().flat_map(|s| s.iter()) {
+            for a in d.iter() {
+                glibc_defined = newest(glibc_defined, a.vda_name);
+            }
+        }
+        for n in elf.verneed.iter().flat_map(|s| s.iter()) {
+            for a in n.iter() {
+                glibc_needed = newest(glibc_needed, a.vna_name);
+            }
+        }
         Ok(ElfInfo {
             soname: elf.soname.map(str::to_string),
             needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
@@ -172,7 +167,7 @@ mod tests {
     use super::*;
 
     fn host_libc() -> Vec<u8> {
-        let t = format!("{}-linux-gnu", std::env::consts::ARCH);
+        let t = crate::libpath::triplet();
         std::fs::read(format!("/lib/{t}/libc.so.6")).expect("the host has glibc")
     }
 
@@ -205,7 +200,7 @@ mod tests {
 
     #[test]
     fn mapped_file_reads_like_read() {
-        let t = format!("{}-linux-gnu", std::env::consts::ARCH);
+        let t = crate::libpath::triplet();
         let path = format!("/lib/{t}/libc.so.6");
         let m = Mapped::open(Path::new(&path)).unwrap();
         assert_eq!(m.bytes(), &host_libc()[..]);

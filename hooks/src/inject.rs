@@ -109,10 +109,10 @@ impl Rootfs {
     pub fn same_fs(&self, dst: &Path) -> bool {
         let dev =
             |fd: std::os::fd::BorrowedFd<'_>| nix::sys::stat::fstat(fd).map(|s| s.st_dev).ok();
-        match resolve::open_in_root(self.fd.as_fd(), dst) {
-            Ok(fd) => dev(fd.as_fd()).is_some() && dev(fd.as_fd()) == dev(self.fd.as_fd()),
-            Err(_) => false,
-        }
+        let Ok(fd) = resolve::open_in_root(self.fd.as_fd(), dst) else {
+            return false;
+        };
+        dev(fd.as_fd()).is_some_and(|d| Some(d) == dev(self.fd.as_fd()))
     }
 
     /// Where `dst` really is, after resolving its symlinks inside the root:
@@ -166,19 +166,55 @@ impl Rootfs {
 
     /// Writes `contents` to the new or existing file `dst` with `mode`
     /// (container files the hook generates: wrappers, configuration).
+    /// The file is written beside `dst` and renamed over it, so a failed
+    /// write leaves the old file whole; a symlink at `dst` is refused
+    /// (ELOOP), never followed.
     pub fn write(&self, dst: &Path, contents: &[u8], mode: u32) -> Result<(), InjectError> {
-        resolve::touch(self.fd.as_fd(), dst, mode).map_err(path_err("create", dst))?;
-        let fd = resolve::open_in_root_flags(
-            self.fd.as_fd(),
-            dst,
-            libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW,
+        use nix::fcntl::{renameat, OFlag};
+        use nix::sys::stat::{fstatat, Mode, SFlag};
+        use nix::unistd::{unlinkat, UnlinkatFlags};
+        let (parent, name) =
+            resolve::parent_and_name(self.fd.as_fd(), dst).map_err(path_err("create", dst))?;
+        if fstatat(
+            &parent,
+            name.as_c_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(path_err("write", dst))?;
+        .is_ok_and(|s| SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK)
+        {
+            let loop_err = std::io::Error::from_raw_os_error(libc::ELOOP);
+            return Err(path_err("write", dst)(loop_err));
+        }
+        let mut tmp = b".".to_vec();
+        tmp.extend(name.as_bytes());
+        tmp.extend(format!(".berth-tmp-{}", std::process::id()).bytes());
+        let tmp = std::ffi::CString::new(tmp).expect("a C string's bytes and a pid hold no NUL");
+        // Left by an earlier run that had this pid and was killed.
+        let _ = unlinkat(&parent, tmp.as_c_str(), UnlinkatFlags::NoRemoveDir);
+        let fd = nix::fcntl::openat(
+            &parent,
+            tmp.as_c_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| path_err("create", dst)(e.into()))?;
         let mut f = std::fs::File::from(fd);
-        f.write_all(contents).map_err(path_err("write", dst))?;
         use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(path_err("chmod", dst))
+        let written = f
+            .write_all(contents)
+            .map_err(path_err("write", dst))
+            .and_then(|()| {
+                f.set_permissions(std::fs::Permissions::from_mode(mode))
+                    .map_err(path_err("chmod", dst))
+            })
+            .and_then(|()| {
+                renameat(&parent, tmp.as_c_str(), &parent, name.as_c_str())
+                    .map_err(|e| path_err("replace", dst)(e.into()))
+            });
+        if written.is_err() {
+            let _ = unlinkat(&parent, tmp.as_c_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        written
     }
 
     /// Makes `dst` a symlink to `target` (e.g. a soname link to a library
@@ -312,5 +348,44 @@ mod tests {
         // `escape` points at a host directory: the write lands in the rootfs.
         r.write(Path::new("/escape/f"), b"x", 0o644).unwrap();
         assert!(!outside.path().join("f").exists());
+    }
+
+    #[test]
+    fn write_replaces_an_existing_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        let ssh = root.join("usr/bin/ssh");
+        std::fs::write(&ssh, vec![b'x'; 10_000]).unwrap();
+        let old = std::fs::metadata(&ssh).unwrap();
+        let r = Rootfs::open(root).unwrap();
+        r.write(Path::new("/usr/bin/ssh"), b"#!/bin/sh\n", 0o755)
+            .unwrap();
+        assert_eq!(std::fs::read(&ssh).unwrap(), b"#!/bin/sh\n");
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let new = std::fs::metadata(&ssh).unwrap();
+        assert_eq!(new.permissions().mode() & 0o777, 0o755);
+        assert_ne!(new.ino(), old.ino(), "a new file, renamed over the old");
+        // No temporary file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(root.join("usr/bin"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["ssh"]);
+        // A directory in the way fails and leaves no temporary file either.
+        std::fs::create_dir(root.join("usr/bin/dir")).unwrap();
+        assert!(r.write(Path::new("/usr/bin/dir"), b"x", 0o644).is_err());
+        assert_eq!(std::fs::read_dir(root.join("usr/bin")).unwrap().count(), 2);
+        // A symlink at the name is refused, and what it points at is kept.
+        std::os::unix::fs::symlink("ssh", root.join("usr/bin/link")).unwrap();
+        let e = r
+            .write(Path::new("/usr/bin/link"), b"y", 0o644)
+            .unwrap_err();
+        assert!(e.to_string().contains("symbolic links"), "{e}");
+        assert_eq!(std::fs::read(&ssh).unwrap(), b"#!/bin/sh\n");
+        assert!(std::fs::symlink_metadata(root.join("usr/bin/link"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 }

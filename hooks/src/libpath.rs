@@ -54,9 +54,14 @@ impl Tree for Rootfs {
     }
 }
 
+/// This host's multiarch triplet (`x86_64-linux-gnu`, `aarch64-linux-gnu`).
+pub fn triplet() -> String {
+    format!("{}-linux-gnu", std::env::consts::ARCH)
+}
+
 /// The directories the loader searches when nothing else names a library.
 pub fn default_dirs() -> Vec<String> {
-    let t = format!("{}-linux-gnu", std::env::consts::ARCH);
+    let t = triplet();
     vec![
         format!("/lib/{t}"),
         format!("/usr/lib/{t}"),
@@ -104,6 +109,7 @@ pub fn parse_cache(data: &[u8]) -> Vec<(String, String)> {
 pub struct Finder<'a, T: Tree> {
     tree: &'a T,
     cache: Vec<(String, String)>,
+    defaults: Vec<String>,
     class: u8,
     machine: u16,
 }
@@ -123,6 +129,7 @@ impl<'a, T: Tree> Finder<'a, T> {
         Finder {
             tree,
             cache,
+            defaults: default_dirs(),
             class,
             machine,
         }
@@ -146,7 +153,7 @@ impl<'a, T: Tree> Finder<'a, T> {
             .iter()
             .map(in_dir)
             .chain(cached)
-            .chain(default_dirs().iter().map(in_dir))
+            .chain(self.defaults.iter().map(in_dir))
             .find(|p| self.fits(p))
     }
 

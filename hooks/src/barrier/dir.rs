@@ -15,7 +15,7 @@
 //! again. Whoever leaves last removes the directory.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -106,7 +106,7 @@ impl StepDir {
     /// `name` inside the directory, reached through its fd so a renamed or
     /// replaced path component cannot redirect us.
     fn at(&self, name: &str) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}/{name}", self.fd.as_raw_fd()))
+        berth::resolve::fd_path(&self.fd).join(name)
     }
 
     fn io(&self, what: &'static str, name: &str) -> impl Fn(std::io::Error) -> DirError {

@@ -54,17 +54,18 @@ pub fn plan(
     let Some(required) = required else {
         return Ok(Vec::new());
     };
-    let refuse = |why: String| MpiError::Glibc(why);
     let image_libc = image.find("libc.so.6", &[]).ok_or_else(|| {
-        refuse(format!(
+        MpiError::Glibc(format!(
             "the image has no glibc (no libc.so.6; a musl image?) but the host MPI libraries need glibc {required}: use an image based on glibc"
         ))
     })?;
     let image_info = Tree::read(image.tree(), &image_libc)
         .and_then(|b| ElfInfo::parse(&b).ok())
-        .ok_or_else(|| refuse(format!("cannot read the image's {}", image_libc.display())))?;
+        .ok_or_else(|| {
+            MpiError::Glibc(format!("cannot read the image's {}", image_libc.display()))
+        })?;
     let image_version = image_info.glibc_defined.ok_or_else(|| {
-        refuse(format!(
+        MpiError::Glibc(format!(
             "the image's {} defines no GLIBC_ versions (not glibc?): use an image based on glibc",
             image_libc.display()
         ))
@@ -75,14 +76,14 @@ pub fn plan(
     let host_libc = host
         .find("libc.so.6", &[])
         .and_then(|p| host.tree().real(&p))
-        .ok_or_else(|| refuse("the host has no libc.so.6".into()))?;
+        .ok_or_else(|| MpiError::Glibc("the host has no libc.so.6".into()))?;
     let host_info = Mapped::open(&host_libc)
         .ok()
         .and_then(|m| ElfInfo::parse(m.bytes()).ok())
-        .ok_or_else(|| refuse(format!("cannot read {}", host_libc.display())))?;
+        .ok_or_else(|| MpiError::Glibc(format!("cannot read {}", host_libc.display())))?;
     let host_version = host_info.glibc_defined.unwrap_or(GlibcVersion(0, 0));
     if host_version < required {
-        return Err(refuse(format!(
+        return Err(MpiError::Glibc(format!(
             "the host MPI libraries need glibc {required} but the host's {} is {host_version}: fix MPI_LIBS",
             host_libc.display()
         )));
@@ -92,7 +93,7 @@ pub fn plan(
         .iter()
         .find(|n| is_loader(n))
         .cloned()
-        .ok_or_else(|| refuse(format!("{} names no loader", host_libc.display())))?;
+        .ok_or_else(|| MpiError::Glibc(format!("{} names no loader", host_libc.display())))?;
     let mut binds = Vec::new();
     let mut pair = |soname: &str, must: bool| -> Result<(), MpiError> {
         let in_image = image.find(soname, &[]).and_then(|p| image.tree().real(&p));
@@ -100,7 +101,7 @@ pub fn plan(
         match (on_host, in_image) {
             (Some(h), Some(i)) => binds.push((h, i)),
             (_, None) if must => {
-                return Err(refuse(format!(
+                return Err(MpiError::Glibc(format!(
                     "the image's glibc {image_version} is older than the {required} the host MPI libraries need, and the image has no {soname} to replace with the host's: use an image with glibc >= {required}"
                 )))
             }
@@ -136,10 +137,15 @@ mod tests {
         host_lib("libc.so.6")
     }
 
+    /// The image's multiarch library directory, relative to its root.
+    fn lib_dir() -> PathBuf {
+        Path::new("usr/lib").join(crate::libpath::triplet())
+    }
+
     /// A rootfs whose libc.so.6 is a copy of the host's `libc`.
     fn image_with_libc(libc: &Path) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let lib = dir.path().join("usr/lib/x86_64-linux-gnu");
+        let lib = dir.path().join(lib_dir());
         std::fs::create_dir_all(&lib).unwrap();
         std::fs::copy(libc, lib.join("libc.so.6")).unwrap();
         dir
@@ -147,9 +153,6 @@ mod tests {
 
     #[test]
     fn decides_from_versions() {
-        if std::env::consts::ARCH != "x86_64" {
-            return; // the fixture paths below are x86_64's
-        }
         let info = libc_info();
         let host_v = info.glibc_defined.unwrap();
         let host = Finder::new(&Host, info.class, info.machine);
@@ -170,9 +173,6 @@ mod tests {
 
     #[test]
     fn replaces_an_older_glibc_with_its_loader() {
-        if std::env::consts::ARCH != "x86_64" {
-            return; // the fixture paths below are x86_64's
-        }
         let info = libc_info();
         let host = Finder::new(&Host, info.class, info.machine);
         // glibc >= 2.34 merged libdl into libc: its stub defines an older
@@ -184,15 +184,11 @@ mod tests {
         let err = plan(required, &host, &image).unwrap_err().to_string();
         assert!(err.contains("has no ld-linux"), "{err}");
         let loader = info.needed.iter().find(|n| is_loader(n)).unwrap();
-        std::fs::copy(
-            host_lib(loader),
-            dir.path().join("usr/lib/x86_64-linux-gnu").join(loader),
-        )
-        .unwrap();
+        std::fs::copy(host_lib(loader), dir.path().join(lib_dir()).join(loader)).unwrap();
         let binds = plan(required, &host, &image).unwrap();
         assert_eq!(binds.len(), 2, "{binds:?}");
         assert_eq!(binds[0].0, host_libc());
-        assert_eq!(binds[0].1, Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert_eq!(binds[0].1, Path::new("/").join(lib_dir()).join("libc.so.6"));
         assert!(binds[1].1.ends_with(loader), "{binds:?}");
     }
 

@@ -5,7 +5,7 @@ use super::*;
 use crate::mpi::abi::Compat;
 
 fn triplet_dir() -> String {
-    format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH)
+    format!("/usr/lib/{}", crate::libpath::triplet())
 }
 
 fn host_mpich() -> PathBuf {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::nvml::Gpu;
 use crate::elf::{self, ElfInfo};
-use crate::libpath;
+use crate::libpath::{self, Host, Tree};
 
 /// Driver libraries, by name before `.so`. Drivers ship different subsets
 /// (libnvidia-gpucomp since 530, libnvidia-compiler before 470); missing
@@ -40,14 +40,12 @@ pub const TOOLS: &[&str] = &[
     "nvidia-cuda-mps-server",
 ];
 
-/// Control devices: `nvidiactl` is required, the others are injected when
-/// present (nvidia-uvm appears once its module is loaded).
-pub const CONTROL_DEVICES: &[&str] = &[
-    "nvidiactl",
-    "nvidia-uvm",
-    "nvidia-uvm-tools",
-    "nvidia-modeset",
-];
+/// Control devices every container gets.
+pub const REQUIRED_CONTROL_DEVICES: &[&str] = &["nvidiactl"];
+
+/// Control devices injected when present (nvidia-uvm appears once its
+/// module is loaded).
+pub const OPTIONAL_CONTROL_DEVICES: &[&str] = &["nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"];
 
 /// Errors finding the driver's files.
 #[derive(Debug, thiserror::Error)]
@@ -94,100 +92,56 @@ pub fn devices(dev_dir: &Path, gpus: &[Gpu]) -> Result<Vec<HostFile>, DriverErro
         host: dev_dir.join(&name),
         container: Path::new("/dev").join(name),
     };
-    let mut out = Vec::new();
-    for gpu in gpus {
-        out.push(node(format!("nvidia{}", gpu.minor)));
-    }
-    for (i, name) in CONTROL_DEVICES.iter().enumerate() {
-        let d = node(name.to_string());
-        // nvidiactl (the first) is required, the others only when present.
-        if i == 0 || d.host.exists() {
-            out.push(d);
-        }
-    }
+    let mut out: Vec<HostFile> = gpus
+        .iter()
+        .map(|gpu| node(format!("nvidia{}", gpu.minor)))
+        .chain(REQUIRED_CONTROL_DEVICES.iter().map(|n| node(n.to_string())))
+        .collect();
     if let Some(missing) = out.iter().find(|d| !d.host.exists()) {
         return Err(DriverError::Device {
             path: missing.host.clone(),
         });
     }
+    out.extend(
+        OPTIONAL_CONTROL_DEVICES
+            .iter()
+            .map(|n| node(n.to_string()))
+            .filter(|d| d.host.exists()),
+    );
     Ok(out)
 }
 
-/// The ELF class and machine of `file`'s first bytes.
-fn class_and_machine(file: &Path) -> std::io::Result<Option<(u8, u16)>> {
-    let mut head = [0u8; 64];
-    std::io::Read::read_exact(&mut std::fs::File::open(file)?, &mut head)?;
-    Ok(elf::class_and_machine(&head))
+/// This program's ELF class and machine, which the libraries must share.
+fn own_class_and_machine() -> Result<(u8, u16), DriverError> {
+    let exe = Path::new("/proc/self/exe");
+    Host.head(exe)
+        .and_then(|h| elf::class_and_machine(&h))
+        .ok_or_else(|| DriverError::Elf {
+            path: exe.to_path_buf(),
+            reason: "cannot read this program's ELF header".into(),
+        })
 }
 
-/// A read-only mapping of a whole file: parsing the dynamic section touches
-/// a few pages instead of reading a driver library's 50 to 100 MB. The
-/// libraries are root's and not rewritten while a container starts.
-struct Mapped {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Mapped {
-    fn open(path: &Path) -> std::io::Result<Mapped> {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(path)?;
-        let len = usize::try_from(f.metadata()?.len()).map_err(std::io::Error::other)?;
-        // SAFETY: a fresh read-only private mapping of an open file; the
-        // fd may close after mmap returns.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len.max(1),
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Mapped { ptr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping holds `len` readable bytes while self lives.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what open mapped.
-        unsafe { libc::munmap(self.ptr, self.len.max(1)) };
-    }
-}
-
-/// `file`'s soname when it is an ELF library of this binary's class and
-/// machine (`Some(None)` without a soname); `None` when it is of another
-/// one, such as the i386 copies on a multiarch host.
-fn native_soname(file: &Path) -> Result<Option<Option<String>>, DriverError> {
+/// `file`'s soname when it is an ELF library of class and machine `own`
+/// (`Some(None)` without a soname); `None` when it is of another one, such
+/// as the i386 copies on a multiarch host.
+fn native_soname(file: &Path, own: (u8, u16)) -> Result<Option<Option<String>>, DriverError> {
     let err = |reason: String| DriverError::Elf {
         path: file.to_path_buf(),
         reason,
     };
-    let own = class_and_machine(Path::new("/proc/self/exe")).map_err(|e| err(e.to_string()))?;
-    let theirs = class_and_machine(file).map_err(|e| err(e.to_string()))?;
-    if theirs.is_none() {
-        return Err(err("not an ELF file".into()));
+    let map = elf::Mapped::open(file).map_err(|e| err(e.to_string()))?;
+    match elf::class_and_machine(map.bytes()) {
+        None => Err(err("not an ELF file".into())),
+        Some(theirs) if theirs != own => Ok(None),
+        Some(_) => Ok(Some(ElfInfo::parse(map.bytes()).map_err(err)?.soname)),
     }
-    if theirs != own {
-        return Ok(None);
-    }
-    let map = Mapped::open(file).map_err(|e| err(e.to_string()))?;
-    let info = ElfInfo::parse(map.bytes()).map_err(err)?;
-    Ok(Some(info.soname))
 }
 
 /// The driver libraries `NAME.so.VERSION` of [`LIBRARIES`], each from the
 /// first directory of `dirs` holding a native copy.
 pub fn libraries(dirs: &[PathBuf], version: &str) -> Result<Vec<Library>, DriverError> {
+    let own = own_class_and_machine()?;
     let mut out = Vec::new();
     for name in LIBRARIES {
         let file_name = format!("{name}.so.{version}");
@@ -197,7 +151,7 @@ pub fn libraries(dirs: &[PathBuf], version: &str) -> Result<Vec<Library>, Driver
             if !host.is_file() {
                 continue;
             }
-            if let Some(soname) = native_soname(&host)? {
+            if let Some(soname) = native_soname(&host, own)? {
                 found = Some(Library {
                     host,
                     file_name: file_name.clone(),
@@ -238,8 +192,12 @@ pub fn tools(dirs: &[PathBuf]) -> Vec<HostFile> {
 /// The dynamic linker's directories on the host: those of the libraries in
 /// its cache (the directories ld.so.conf lists), then the default ones.
 pub fn linker_dirs() -> Vec<PathBuf> {
-    let cache = std::fs::read("/etc/ld.so.cache").unwrap_or_default();
-    let cached = libpath::parse_cache(&cache)
+    linker_dirs_from(&std::fs::read("/etc/ld.so.cache").unwrap_or_default())
+}
+
+/// [`linker_dirs`] for the ld.so.cache `cache`.
+fn linker_dirs_from(cache: &[u8]) -> Vec<PathBuf> {
+    let cached = libpath::parse_cache(cache)
         .into_iter()
         .filter_map(|(_, path)| Some(Path::new(&path).parent()?.to_path_buf()));
     let mut seen = std::collections::HashSet::new();
@@ -292,9 +250,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dirs = vec![dir.path().to_path_buf()];
         // libc is a native ELF library; any native library stands in here.
-        let libc = Path::new("/lib")
-            .join(format!("{}-linux-gnu", std::env::consts::ARCH))
-            .join("libc.so.6");
+        let libc = Path::new("/lib").join(libpath::triplet()).join("libc.so.6");
         std::fs::copy(&libc, dir.path().join("libnvidia-ml.so.1.2")).unwrap();
         let e = libraries(&dirs, "1.2").unwrap_err().to_string();
         assert!(e.starts_with("libcuda.so.1.2 not found in"), "{e}");
@@ -317,7 +273,54 @@ mod tests {
             dirs.iter().any(|d| d.join("libc.so.6").exists()),
             "{dirs:?}"
         );
-        assert!(dirs.contains(&PathBuf::from("/usr/lib")), "{dirs:?}");
+        let unique: std::collections::HashSet<_> = dirs.iter().collect();
+        assert_eq!(unique.len(), dirs.len(), "no duplicates: {dirs:?}");
+    }
+
+    /// An ld.so.cache in glibc's new format listing `entries` (soname, path).
+    fn cache_of(entries: &[(&str, &str)]) -> Vec<u8> {
+        let mut head = b"glibc-ld.so.cache1.1".to_vec();
+        head.extend((entries.len() as u32).to_ne_bytes());
+        head.resize(48, 0);
+        let mut table = Vec::new();
+        let mut strings = Vec::new();
+        let strings_at = head.len() + 24 * entries.len();
+        for (soname, path) in entries {
+            let mut entry = [0u8; 24];
+            for (field, s) in [(4, soname), (8, path)] {
+                let off = (strings_at + strings.len()) as u32;
+                entry[field..field + 4].copy_from_slice(&off.to_ne_bytes());
+                strings.extend(s.as_bytes());
+                strings.push(0);
+            }
+            table.extend(entry);
+        }
+        [head, table, strings].concat()
+    }
+
+    #[test]
+    fn linker_dirs_put_the_cache_dirs_first_then_the_defaults() {
+        let multiarch = format!("/usr/lib/{}", libpath::triplet());
+        let libc = format!("{multiarch}/libc.so.6");
+        let cache = cache_of(&[
+            ("libvendor.so.1", "/opt/vendor/lib/libvendor.so.1"),
+            ("libc.so.6", &libc),
+            ("libvendor2.so.1", "/opt/vendor/lib/libvendor2.so.1"),
+        ]);
+        let mut want = vec![PathBuf::from("/opt/vendor/lib"), PathBuf::from(&multiarch)];
+        want.extend(
+            libpath::default_dirs()
+                .into_iter()
+                .filter(|d| *d != multiarch)
+                .map(PathBuf::from),
+        );
+        assert_eq!(linker_dirs_from(&cache), want);
+        // Without a cache, only the defaults.
+        let defaults: Vec<_> = libpath::default_dirs()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(linker_dirs_from(b""), defaults);
     }
 
     #[test]

@@ -88,7 +88,7 @@ fn container_lib_dir(config: &Config, rootfs: &Rootfs) -> PathBuf {
     if let Some(d) = &config.container_lib_dir {
         return d.clone();
     }
-    let multiarch = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
+    let multiarch = format!("/usr/lib/{}", crate::libpath::triplet());
     let found = [multiarch.as_str(), "/usr/lib64"]
         .into_iter()
         .map(PathBuf::from)

@@ -197,9 +197,14 @@ pub fn stop(state: &Path) -> Result<(), DaemonError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(format!("read {}", file.display()))(e)),
     };
-    let mut f = text.split_whitespace().map(|s| s.parse::<u64>().ok());
-    if let (Some(Some(pid)), Some(Some(start))) = (f.next(), f.next()) {
-        let pid = pid as i32;
+    let mut f = text.split_whitespace();
+    // A pid of 0 or below would make kill(2) signal a whole process group.
+    let pid = f
+        .next()
+        .and_then(|s| s.parse::<i32>().ok())
+        .filter(|p| *p > 0);
+    let start = f.next().and_then(|s| s.parse::<u64>().ok());
+    if let (Some(pid), Some(start)) = (pid, start) {
         if process_alive(pid, start) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             berth::container::wait_exit(pid, start, Duration::from_secs(5));
@@ -249,8 +254,25 @@ fn keeper(
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd; EINTR just polls again.
-    while unsafe { libc::poll(&mut p, 1, -1) } <= 0 {}
+    loop {
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut p, 1, -1) } {
+            n if n > 0 => break,
+            0 => continue,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                // The init's exit can no longer be seen, and sweeping now
+                // would kill a running container: leave dropbear to the
+                // poststop stage, which kills it through the pid file.
+                eprintln!("berth ssh keeper: cannot wait for the container's init: {e}");
+                let _ = child.wait();
+                std::process::exit(1)
+            }
+        }
+    }
     sweep(ns);
     let _ = child.wait();
     std::process::exit(0)

@@ -8,11 +8,12 @@
 //! symlink, and must be the user's own.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use berth::cli::ssh_keygen::{keys_dir, AUTHORIZED_KEYS, HOST_KEY, USER_KEY};
+use berth::resolve;
 use nix::unistd::{Uid, User};
 
 use crate::inject::{Access, InjectError, Rootfs};
@@ -141,7 +142,7 @@ impl UserKeys {
     /// The key directory as a path that reaches the opened directory itself
     /// (for binding it: a later rename in the home cannot redirect us).
     pub fn fd_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+        resolve::fd_path(&self.dir)
     }
 }
 
