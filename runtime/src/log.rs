@@ -6,16 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// Where `--log` and `--log-format` asked us to write.
-#[derive(Debug, Clone)]
-pub struct LogTarget {
-    /// File to append to.
-    pub path: Option<PathBuf>,
-    /// Write JSON lines instead of text.
-    pub json: bool,
-}
-
-static TARGET: OnceLock<LogTarget> = OnceLock::new();
+/// `--log-format json`: the log file gets JSON lines instead of text.
+static JSON: OnceLock<bool> = OnceLock::new();
 
 /// The `--log` file, opened once: the container's init keeps this very fd
 /// across its fork (it closes every other), and a path reopened after
@@ -47,10 +39,7 @@ impl Write for LogFile {
 /// a tracing subscriber. Without either we install nothing, so the
 /// `tracing` macros cost a relaxed atomic load on the hot path.
 pub fn init(path: Option<PathBuf>, json: bool, debug: bool) {
-    let _ = TARGET.set(LogTarget {
-        path: path.clone(),
-        json,
-    });
+    let _ = JSON.set(json);
     if let Some(p) = &path {
         if let Ok(f) = std::fs::OpenOptions::new()
             .create(true)
@@ -104,10 +93,10 @@ pub fn timestamp() -> String {
 }
 
 fn emit(level: &str, msg: &str) {
-    let (Some(target), Some(mut f)) = (TARGET.get(), FILE.get()) else {
+    let Some(mut f) = FILE.get() else {
         return;
     };
-    let line = if target.json {
+    let line = if JSON.get() == Some(&true) {
         serde_json::json!({"level": level, "msg": msg, "time": now_rfc3339()}).to_string()
     } else {
         format!("{} {level} {msg}", now_rfc3339())

@@ -9,9 +9,9 @@
 //! `$HOME`), and a static build resolves host names with `/etc/hosts` and
 //! DNS only, whatever nsswitch.conf lists.
 
-/// Restricts host, passwd and group lookups to glibc's built-in `files` and
-/// `dns` sources in a static build; does nothing in a dynamic one, which
-/// follows nsswitch.conf. Call before the first name lookup.
+/// Restricts host lookups to glibc's built-in `files` and `dns` sources in a
+/// static build; does nothing in a dynamic one, which follows
+/// nsswitch.conf. Call before the first host name lookup.
 pub fn builtin_sources_only() {
     #[cfg(target_feature = "crt-static")]
     {
@@ -23,16 +23,10 @@ pub fn builtin_sources_only() {
             ) -> libc::c_int;
         }
         static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            for (db, line) in [
-                (c"hosts", c"files dns"),
-                (c"passwd", c"files"),
-                (c"group", c"files"),
-            ] {
-                // SAFETY: two NUL-terminated static strings; called once,
-                // before any lookup.
-                unsafe { __nss_configure_lookup(db.as_ptr(), line.as_ptr()) };
-            }
+        // SAFETY: two NUL-terminated static strings; called once, before
+        // any lookup.
+        ONCE.call_once(|| unsafe {
+            __nss_configure_lookup(c"hosts".as_ptr(), c"files dns".as_ptr());
         });
     }
 }

@@ -16,9 +16,19 @@ pub fn guard<E: std::fmt::Display>(
     callback: &str,
     body: impl FnOnce() -> Result<(), E>,
 ) -> libc::c_int {
+    guard_quiet(callback, || body().map_err(Some))
+}
+
+/// [`guard`] for a body that may also fail quietly (`Err(None)`): an error
+/// another task already reported fails this one without a second message.
+pub fn guard_quiet<E: std::fmt::Display>(
+    callback: &str,
+    body: impl FnOnce() -> Result<(), Option<E>>,
+) -> libc::c_int {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => SPANK_OK,
-        Ok(Err(e)) => {
+        Ok(Err(None)) => SPANK_FAIL,
+        Ok(Err(Some(e))) => {
             crate::log::error(&format!("{callback}: {e}"));
             SPANK_FAIL
         }
@@ -47,5 +57,12 @@ mod tests {
     fn error_and_panic_map_to_failure() {
         assert_eq!(guard("t", || Err("bad")), SPANK_FAIL);
         assert_eq!(guard::<String>("t", || panic!("boom")), SPANK_FAIL);
+    }
+
+    #[test]
+    fn quiet_failures_and_panics_fail_too() {
+        assert_eq!(guard_quiet::<String>("t", || Err(None)), SPANK_FAIL);
+        assert_eq!(guard_quiet("t", || Err(Some("bad"))), SPANK_FAIL);
+        assert_eq!(guard_quiet::<String>("t", || panic!("boom")), SPANK_FAIL);
     }
 }

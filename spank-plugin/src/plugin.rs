@@ -134,7 +134,15 @@ pub unsafe extern "C" fn option_callback(
 fn make_container(sp: Spank, request: &Request) -> Result<Container, String> {
     let job = sp.job().map_err(|e| e.to_string())?;
     let groups = sp.supplementary_gids().map_err(|e| e.to_string())?;
-    let user = crate::user::JobUser::lookup(job.uid, job.gid, &groups);
+    // Names matter only to a container being made; a step joining a named
+    // container spares the site's NSS (LDAP, SSSD) the lookups.
+    let user = match request.image {
+        Some(_) => crate::user::JobUser::lookup(job.uid, job.gid, &groups),
+        None => crate::user::JobUser {
+            supplementary: groups,
+            ..Default::default()
+        },
+    };
     // slurmstepd execs a batch script from slurmd's spool: make it visible inside.
     let script_dir = if job.step_id == crate::spank::BATCH_STEP {
         let argv = sp.argv().map_err(|e| e.to_string())?;
@@ -220,14 +228,12 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
     _argc: libc::c_int,
     _argv: *mut *mut libc::c_char,
 ) -> libc::c_int {
-    // The held error is the node's, not the task's: its first task reports it
-    // and the others fail quietly, so srun shows it once per node.
-    if with_state(|s| s.held.is_some()) && Spank(sp).local_task_id().is_ok_and(|t| t != 0) {
-        return crate::ffi::SPANK_FAIL;
-    }
-    guard("container", || -> Result<(), String> {
+    crate::ffi::guard_quiet("container", || -> Result<(), Option<String>> {
+        // The held error is the node's, not the task's: its first task
+        // reports it and the others fail quietly, so srun shows it once per node.
         if let Some(e) = with_state(|s| s.held.clone()) {
-            return Err(e);
+            let first = !Spank(sp).local_task_id().is_ok_and(|t| t != 0);
+            return Err(first.then_some(e));
         }
         with_state(|s| {
             let Some(c) = s.container.as_ref() else {
@@ -236,7 +242,7 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
             s.job_cwd = std::env::current_dir().ok();
             c.join()
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| Some(e.to_string()))
     })
 }
 

@@ -37,14 +37,18 @@ fn cstring(s: &str) -> Result<CString, SpankError> {
 
 /// Slurm's step id of a batch script step (`SLURM_BATCH_SCRIPT` in slurm.h).
 pub const BATCH_STEP: u32 = 0xffff_fffb;
+/// The job's extern step (`SLURM_EXTERN_CONT`).
+pub const EXTERN_STEP: u32 = 0xffff_fffc;
+/// An salloc's interactive step (`SLURM_INTERACTIVE_STEP`).
+pub const INTERACTIVE_STEP: u32 = 0xffff_fffa;
 
 /// A step id as `sacct` writes it: the number, or the name of Slurm's special
 /// steps (`batch`, `extern`, `interactive`).
 pub fn step_name(step_id: u32) -> String {
     match step_id {
         BATCH_STEP => "batch".into(),
-        0xffff_fffc => "extern".into(),
-        0xffff_fffa => "interactive".into(),
+        EXTERN_STEP => "extern".into(),
+        INTERACTIVE_STEP => "interactive".into(),
         n => n.to_string(),
     }
 }

@@ -65,7 +65,6 @@ pub fn build(r: &Requested) -> Result<Vec<(String, String)>, BundleError> {
         out.push(("com.berth.ssh".into(), "true".into()));
     }
     if let Some(g) = r.gpus {
-        check_gpus(g)?;
         out.push(("com.berth.gpus".into(), g.to_string()));
     }
     for kv in r.extra {
@@ -74,6 +73,10 @@ pub fn build(r: &Requested) -> Result<Vec<(String, String)>, BundleError> {
             Some(e) => e.1 = v,
             None => out.push((k, v)),
         }
+    }
+    // After the merge: the NVIDIA hook reads this one value however it came.
+    if let Some((_, g)) = out.iter().find(|(k, _)| k == "com.berth.gpus") {
+        check_gpus(g)?;
     }
     Ok(out)
 }
@@ -123,5 +126,12 @@ mod tests {
         for good in ["all", "0", "0,1,7"] {
             check_gpus(good).unwrap();
         }
+        // A raw --annotation of the GPU list is checked like --gpus.
+        let e = build(&Requested {
+            extra: &["com.berth.gpus=0;1".to_string()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("0;1"), "{e}");
     }
 }

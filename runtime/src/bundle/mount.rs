@@ -158,10 +158,8 @@ pub fn mount_squashfs(image: &Path, target: &Path, rootless: bool) -> Result<(),
     r
 }
 
-/// Mounts a tmpfs at `scratch` and an overlay of `lower` at `target`. On
-/// failure the tmpfs is unmounted again: the caller only registers both
-/// mounts for cleanup once this returns.
-pub fn mount_overlay(lower: &Path, scratch: &Path, target: &Path) -> Result<(), BundleError> {
+/// Mounts the tmpfs that holds an overlay's upper and work dirs.
+pub fn mount_scratch(scratch: &Path) -> Result<(), BundleError> {
     sys_mount(
         "tmpfs",
         scratch,
@@ -172,16 +170,12 @@ pub fn mount_overlay(lower: &Path, scratch: &Path, target: &Path) -> Result<(), 
     .map_err(|source| BundleError::Mount {
         what: "tmpfs".into(),
         source,
-    })?;
-    let r = overlay_on(lower, scratch, target);
-    if r.is_err() {
-        unmount(scratch, false);
-    }
-    r
+    })
 }
 
-/// The overlay of `lower` at `target`, with upper and work dirs in `scratch`.
-fn overlay_on(lower: &Path, scratch: &Path, target: &Path) -> Result<(), BundleError> {
+/// The overlay of `lower` at `target`, with upper and work dirs in `scratch`
+/// (a [`mount_scratch`] tmpfs).
+pub fn overlay_on(lower: &Path, scratch: &Path, target: &Path) -> Result<(), BundleError> {
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     for d in [&upper, &work] {
         std::fs::create_dir(d).map_err(|source| BundleError::Io {
@@ -212,9 +206,14 @@ fn overlay_on(lower: &Path, scratch: &Path, target: &Path) -> Result<(), BundleE
 /// Unmounts (lazily, so a busy mount still goes away); rootless uses fusermount3.
 pub fn unmount(target: &Path, rootless: bool) {
     if rootless {
+        // Best effort, like umount2 below: callers also unmount paths that may
+        // not be mounts (a dead FUSE mount cannot be told from a directory),
+        // so fusermount3's complaint about those is not shown.
         let _ = std::process::Command::new("fusermount3")
             .args(["-u", "-z"])
             .arg(target)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status();
         return;
     }

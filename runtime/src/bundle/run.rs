@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::annotations;
-use super::mount::{mount_overlay, mount_squashfs, unmount};
+use super::mount::{mount_scratch, mount_squashfs, overlay_on, unmount};
 use super::spec::{self, UserOptions};
 use super::BundleError;
 use crate::cli::image::{do_pull, find, stores};
@@ -202,8 +202,12 @@ pub(crate) fn mount_located(
         }
         mount_squashfs(&image_file, &lower, rootless)?;
         cleanup.mounts.push(lower.clone());
-        mount_overlay(&lower, &scratch, &rootfs)?;
-        cleanup.mounts.extend([scratch, rootfs.clone()]);
+        // Each mount is registered as soon as it exists, so a failure
+        // unmounts what came before it.
+        mount_scratch(&scratch)?;
+        cleanup.mounts.push(scratch.clone());
+        overlay_on(&lower, &scratch, &rootfs)?;
+        cleanup.mounts.push(rootfs.clone());
     } else {
         mount_squashfs(&image_file, &rootfs, rootless)?;
         cleanup.mounts.push(rootfs.clone());
@@ -227,6 +231,14 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
         gpus: a.gpus.as_deref(),
         extra: &a.annotation,
     })?;
+    let rootless = !nix::unistd::geteuid().is_root();
+    // Refused before anything is pulled.
+    if rootless && a.writable {
+        return Err(BundleError::Invalid(
+            "--writable needs root (berth mounts a tmpfs overlay on the host): run without it"
+                .into(),
+        ));
+    }
     let located = locate(site, &a.common, &a.image, a.pull)?;
     let opts = UserOptions {
         mounts: a.mount.clone(),
@@ -242,18 +254,11 @@ pub fn run_image(site: &SiteConfig, a: &RunImageArgs) -> Result<i32, BundleError
     // overlay to inject into (mount points, ld.so.cache). The container's root
     // stays read-only unless --writable: berth remounts it after the hooks.
     let mut spec = spec::build(&located.img, site, &opts, (0, 0))?;
-    let rootless = !nix::unistd::geteuid().is_root();
     if rootless {
         // Hooks need the overlay and mounts only root can make. What the user
         // asked for is refused; what the site selects on its own (`always`,
         // `hasBindMounts`) is skipped, so it cannot break every user's run.
         let asked = a.mpi || a.ssh || a.gpus.is_some() || !a.annotation.is_empty();
-        if a.writable {
-            return Err(BundleError::Invalid(
-                "--writable needs root (berth mounts a tmpfs overlay on the host): run without it"
-                    .into(),
-            ));
-        }
         if crate::hooks_d::any(&spec) {
             if asked {
                 return Err(BundleError::Invalid(

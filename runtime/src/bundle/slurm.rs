@@ -48,7 +48,9 @@ pub struct StepRequest {
     pub writable: bool,
     /// Bind-mount the user's home (the default).
     pub mount_home: bool,
-    /// Annotations for hooks (`com.berth.mpi`, `com.berth.ssh`).
+    /// Annotations for hooks.d selection: the feature flags
+    /// (`com.berth.mpi`, `.ssh`, `.gpus`) and the step's facts
+    /// (`com.berth.slurm.*`).
     pub annotations: Vec<(String, String)>,
     /// The batch script's directory (slurmd's spool), bound read-only at the
     /// same path so slurmstepd can exec the script inside the container.
@@ -127,8 +129,9 @@ fn run_orphan(id: &str, state: &crate::state::State) -> bool {
 /// containers of a killed `berth run`, and containers whose init died. Named
 /// containers belong to their job until its epilog. Returns the ids removed; a
 /// container that cannot be removed is logged and skipped so one bad entry
-/// never blocks the others.
-pub fn delete_stale() -> Vec<String> {
+/// never blocks the others. `except` is left alone: the caller deals with it
+/// under its creation lock.
+pub fn delete_stale(except: Option<&str>) -> Vec<String> {
     let root = crate::state::default_root();
     let ids: Vec<String> = std::fs::read_dir(&root)
         .into_iter()
@@ -136,6 +139,7 @@ pub fn delete_stale() -> Vec<String> {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with("slurm-") || n.starts_with("berth-run-"))
+        .filter(|n| Some(n.as_str()) != except)
         .collect();
     let mut removed = Vec::new();
     for id in ids {
@@ -384,7 +388,7 @@ pub fn create(
     r: &StepRequest,
 ) -> Result<StepContainer, BundleError> {
     // Leftovers of killed steps go first: a later step cleans up after them.
-    for id in delete_stale() {
+    for id in delete_stale(Some(&r.id)) {
         tracing::info!(id = %id, "removed a stale step container");
     }
     // Two steps of a job may ask for the same named container at once: the
@@ -471,22 +475,24 @@ fn create_locked(
             .find(|(k, _)| k == "com.berth.gpus")
             .map(|(_, v)| v.clone()),
     };
-    if r.entrypoint {
-        if let Err(e) = run_entrypoint(&spec, &mounted.bundle, r, mounted.img.entrypoint.as_deref())
-        {
-            let _ = container::delete::delete(&crate::state::default_root(), &r.id, true);
-            return Err(e);
+    // From here the container exists: any failure deletes it (the bundle's
+    // mounts go with `mounted`).
+    let finish = || -> Result<(), BundleError> {
+        if r.entrypoint {
+            let ep = mounted.img.entrypoint.as_deref();
+            run_entrypoint(&spec, &mounted.bundle, r, image, ep)?;
         }
-    }
-    let step_file = mounted.bundle.join(STEP_FILE);
-    let json = serde_json::to_vec(&out).map_err(|e| BundleError::Invalid(e.to_string()))?;
-    if let Err(source) = std::fs::write(&step_file, json) {
-        let _ = container::delete::delete(&crate::state::default_root(), &r.id, true);
-        return Err(BundleError::Io {
+        let step_file = mounted.bundle.join(STEP_FILE);
+        let json = serde_json::to_vec(&out).map_err(|e| BundleError::Invalid(e.to_string()))?;
+        std::fs::write(&step_file, json).map_err(|source| BundleError::Io {
             what: "cannot write",
             path: step_file,
             source,
-        });
+        })
+    };
+    if let Err(e) = finish() {
+        let _ = container::delete::delete(&crate::state::default_root(), &r.id, true);
+        return Err(e);
     }
     mounted.keep();
     Ok(out)
@@ -501,9 +507,9 @@ fn run_entrypoint(
     spec: &Spec,
     bundle: &Path,
     r: &StepRequest,
+    image: &str,
     entrypoint: Option<&[String]>,
 ) -> Result<(), BundleError> {
-    let image = r.image.as_deref().unwrap_or_default();
     let Some(ep) = entrypoint.filter(|e| !e.is_empty()) else {
         return Ok(());
     };

@@ -293,14 +293,8 @@ pub fn build(
     root.set_readonly(Some(!o.writable));
     spec.set_root(Some(root));
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    // The container shares the host's network, so it resolves names as the
-    // host does (node names for MPI and SSH): the host's resolver files,
-    // read-only, before site and user mounts so those can still replace them.
-    for f in HOST_FILES {
-        if Path::new(f).is_file() {
-            mounts.push(bind(Path::new(f), Path::new(f), true)?);
-        }
-    }
+    // Where the host's resolver files go (added after hooks.d selection).
+    let host_files_at = mounts.len();
     for m in &site.mounts {
         mounts.push(bind(&m.source, &m.destination, m.readonly)?);
     }
@@ -346,8 +340,22 @@ pub fn build(
     if !o.annotations.is_empty() {
         spec.set_annotations(Some(o.annotations.iter().cloned().collect()));
     }
-    // Last: hooks.d conditions look at the annotations, args and mounts above.
+    // hooks.d conditions look at the annotations, args and mounts above.
     crate::hooks_d::apply(&crate::hooks_d::site_hooks(site)?, &mut spec);
+    // The container shares the host's network, so it resolves names as the
+    // host does (node names for MPI and SSH): the host's resolver files,
+    // read-only, before site and user mounts so those can still replace them.
+    // Added after selection: they are berth's own, not the binds
+    // `hasBindMounts` asks about, which every container would otherwise have.
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let host: Vec<_> = HOST_FILES
+        .iter()
+        .map(Path::new)
+        .filter(|f| f.is_file())
+        .map(|f| bind(f, f, true))
+        .collect::<Result<_, _>>()?;
+    mounts.splice(host_files_at..host_files_at, host);
+    spec.set_mounts(Some(mounts));
     Ok(spec)
 }
 
@@ -394,6 +402,53 @@ mod tests {
         site.environment.unset.push("DROP".into());
         let env = environment(&img(), &site, &["A=3".into()]).unwrap();
         assert_eq!(env, ["PATH=/site/bin:/img/bin", "A=3", "NEW=v"]);
+    }
+
+    /// The resolver files are bound, before the site's and user's mounts,
+    /// yet a `hasBindMounts` hook is selected only by those.
+    #[test]
+    fn host_files_are_bound_but_do_not_count_as_bind_mounts() {
+        let hooks = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            hooks.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(
+            hooks.path().join("10-binds.json"),
+            r#"{"version":"1.0.0","hook":{"path":"/bin/sh"},"when":{"hasBindMounts":true},"stages":["createRuntime"]}"#,
+        )
+        .unwrap();
+        let site = SiteConfig {
+            hooks_dir: Some(hooks.path().to_path_buf()),
+            ..SiteConfig::default()
+        };
+        let dsts = |s: &Spec| -> Vec<String> {
+            s.mounts()
+                .iter()
+                .flatten()
+                .map(|m| m.destination().display().to_string())
+                .collect()
+        };
+        let plain = build(&img(), &site, &UserOptions::default(), (0, 0)).unwrap();
+        assert!(plain.hooks().is_none(), "no bind asked for: no hook");
+        let files: Vec<&str> = HOST_FILES
+            .iter()
+            .copied()
+            .filter(|f| Path::new(f).is_file())
+            .collect();
+        assert!(files.iter().all(|f| dsts(&plain).iter().any(|d| d == f)));
+        let o = UserOptions {
+            mounts: vec!["/tmp:/data".into()],
+            ..UserOptions::default()
+        };
+        let with_bind = build(&img(), &site, &o, (0, 0)).unwrap();
+        assert!(with_bind.hooks().is_some(), "a user bind selects the hook");
+        let d = dsts(&with_bind);
+        let data = d.iter().position(|x| x == "/data").unwrap();
+        for f in files {
+            assert!(d.iter().position(|x| x == f).unwrap() < data, "{d:?}");
+        }
     }
 
     #[test]

@@ -288,7 +288,7 @@ fn run(cmd: ImageCmd) -> Result<i32, String> {
             let report = write.gc(prune).map_err(|e| e.to_string())?;
             // Also containers left by a killed slurmstepd or `berth run` (in
             // this user's state root).
-            let containers = crate::bundle::slurm::delete_stale();
+            let containers = crate::bundle::slurm::delete_stale(None);
             if common.json {
                 print_json(&report);
             } else {

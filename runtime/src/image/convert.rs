@@ -77,19 +77,23 @@ pub fn ram_staging_root() -> PathBuf {
 /// another user could have made this name first to steer root's unpack; then
 /// RAM staging is simply off. The sticky bit on /dev/shm keeps others from
 /// replacing our directory once it is ours.
-pub fn trusted_ram_staging_root() -> Option<PathBuf> {
+/// With `create`, a missing one is made first; without, a missing one is
+/// `None` (cleaning up needs no directory that was never used).
+pub fn trusted_ram_staging_root(create: bool) -> Option<PathBuf> {
     let root = ram_staging_root();
-    trusted_private_dir(&root).then_some(root)
+    trusted_private_dir(&root, create).then_some(root)
 }
 
-/// Creates `dir` with mode 0700 if missing, then checks it is a real directory
-/// (not a symlink), owned by us, with mode exactly 0700.
-fn trusted_private_dir(dir: &Path) -> bool {
+/// Creates `dir` with mode 0700 if missing (when `create`), then checks it is
+/// a real directory (not a symlink), owned by us, with mode exactly 0700.
+fn trusted_private_dir(dir: &Path, create: bool) -> bool {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(_) => return false,
+    if create {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => return false,
+        }
     }
     let Ok(md) = std::fs::symlink_metadata(dir) else {
         return false;
@@ -123,7 +127,7 @@ fn ram_staging(site: &SiteConfig, compressed_bytes: u64) -> Option<WorkDir> {
     if free < compressed_bytes.saturating_mul(5).saturating_add(256 << 20) {
         return None;
     }
-    WorkDir::create(&trusted_ram_staging_root()?).ok()
+    WorkDir::create(&trusted_ram_staging_root(true)?).ok()
 }
 
 fn mismatch(what: &str, l: &LayerFile, expected: &Digest, actual: &Digest) -> Cause {
@@ -217,19 +221,29 @@ mod staging_tests {
     fn only_our_own_private_directory_is_trusted() {
         let t = tempfile::tempdir().unwrap();
         let fresh = t.path().join("fresh");
-        assert!(trusted_private_dir(&fresh), "created 0700 and ours");
+        let missing = t.path().join("missing");
+        assert!(
+            !trusted_private_dir(&missing, false),
+            "not created without `create`"
+        );
+        assert!(!missing.exists());
+        assert!(trusted_private_dir(&fresh, true), "created 0700 and ours");
+        assert!(
+            trusted_private_dir(&fresh, false),
+            "found again without creating"
+        );
 
         let open = t.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(
-            !trusted_private_dir(&open),
+            !trusted_private_dir(&open, true),
             "a directory others can write is refused"
         );
 
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&fresh, &link).unwrap();
-        assert!(!trusted_private_dir(&link), "a symlink is refused");
+        assert!(!trusted_private_dir(&link, true), "a symlink is refused");
 
         if nix::unistd::geteuid().is_root() {
             let theirs = t.path().join("theirs");
@@ -237,7 +251,7 @@ mod staging_tests {
             std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
             std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
             assert!(
-                !trusted_private_dir(&theirs),
+                !trusted_private_dir(&theirs, true),
                 "another user's directory is refused"
             );
         }

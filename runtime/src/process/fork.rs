@@ -38,8 +38,6 @@ pub fn clone(flags: CloneFlags) -> nix::Result<Forked> {
     }
 }
 
-/// Leave the child without running destructors or atexit handlers of the
-/// parent's state.
 /// Runs the body of a forked child. A panic must not unwind out of it: it would
 /// run the parent's cleanup guards (state, cgroups) inside the child. The child
 /// exits with 127 instead, which the parent reports as a failed init.
@@ -48,6 +46,8 @@ pub fn in_child(body: impl FnOnce() -> std::convert::Infallible) -> ! {
     exit_child(127)
 }
 
+/// Leave the child without running destructors or atexit handlers of the
+/// parent's state.
 pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit is always safe to call.
     unsafe { libc::_exit(code) }

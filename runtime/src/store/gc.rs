@@ -35,7 +35,7 @@ impl Store {
     pub fn clean_stale_work(&self) -> Result<Vec<String>, StoreError> {
         let mut removed = work::clean_stale(&self.root.join("tmp"))?;
         // RAM staging of this user's crashed pulls (best effort: it may not exist).
-        if let Some(ram) = crate::image::convert::trusted_ram_staging_root() {
+        if let Some(ram) = crate::image::convert::trusted_ram_staging_root(false) {
             removed.extend(work::clean_stale(&ram).unwrap_or_default());
         }
         for w in &removed {
@@ -102,13 +102,14 @@ impl Store {
             let dir = self.root.join(sub);
             for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > TMP_GRACE);
-                if name.ends_with(super::TMP_SUFFIX) && old && fs::remove_file(e.path()).is_ok() {
+                let old = || {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > TMP_GRACE)
+                };
+                if name.ends_with(super::TMP_SUFFIX) && old() && fs::remove_file(e.path()).is_ok() {
                     removed.push(format!("{sub}/{name}"));
                 }
                 // Metadata without its squashfs (corrupt or from an interrupted

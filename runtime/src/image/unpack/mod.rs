@@ -103,8 +103,9 @@ impl Applier {
     /// entry still in the tree the owner and mode its layer recorded, so an
     /// image converted by a user keeps root-owned files root-owned. Returns
     /// false when there is nothing to write (as root, ownership is real).
-    /// setuid/setgid bits stay dropped. Names mksquashfs cannot parse in a
-    /// pseudo file (whitespace, quotes, backslashes) keep the user's ownership.
+    /// setuid/setgid bits stay dropped. Names with whitespace, quotes or
+    /// backslashes are not written (they would need mksquashfs's quoting,
+    /// which berth does not produce yet) and keep the user's ownership.
     pub fn write_pseudo_file(&self, staging: &Path, out: &Path) -> io::Result<bool> {
         if !self.rootless || self.owners.is_empty() {
             return Ok(false);
