@@ -122,3 +122,32 @@ fn invalid_id() {
     assert!(!o.status.success());
     assert!(!b.dir.join("escape").exists());
 }
+
+/// Refused on purpose, each with one line and nothing left behind: a user
+/// namespace with only uid (or only gid) mappings, and mounts without a
+/// mount namespace of berth's making.
+#[test]
+fn half_mappings_and_mounts_without_a_mount_namespace() {
+    let mut b = Bundle::new("refusals", &["true"]);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 1}]);
+    let id = b.id("uidonly");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "without gid mappings");
+
+    let mut b = Bundle::new("nomntns", &["true"]);
+    let ns: Vec<serde_json::Value> = b.config["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] != "mount")
+        .cloned()
+        .collect();
+    b.config["linux"]["namespaces"] = json!(ns);
+    let id = b.id("x");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "without a mount namespace");
+}

@@ -283,3 +283,82 @@ fn slurm_create_selects_hooks_by_annotation_and_a_broken_dir_leaves_nothing() {
     let loops = berth_tests::leaks::loop_devices_under(&s.env.store);
     assert!(loops.is_empty(), "loop devices left: {loops:?}");
 }
+
+/// `berth hooks [--json]`, the admin's check: every file in run order with
+/// its stages and conditions, or one line naming the broken file.
+#[test]
+fn berth_hooks_lists_in_run_order_or_names_the_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = dir.path().join("hooks.d");
+    std::fs::create_dir(&hooks).unwrap();
+    let file = |when: &str, stages: &str| {
+        format!(
+            r#"{{"version":"1.0.0","hook":{{"path":"/bin/true"}},"when":{when},"stages":{stages}}}"#
+        )
+    };
+    std::fs::write(
+        hooks.join("20-b.json"),
+        file(r#"{"always":true}"#, r#"["poststop"]"#),
+    )
+    .unwrap();
+    std::fs::write(
+        hooks.join("10-a.json"),
+        file(
+            r#"{"annotations":{"^com\\.x$":"^1$"}}"#,
+            r#"["createRuntime","poststart"]"#,
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!("hooks_dir = {:?}\n", hooks.display().to_string()),
+    )
+    .unwrap();
+    let berth = |args: &[&str]| {
+        std::process::Command::new(berth_tests::paths::berth_under_test(env!(
+            "CARGO_BIN_EXE_berth"
+        )))
+        .arg("hooks")
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .output()
+        .unwrap()
+    };
+    let o = berth(&["--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files: Vec<&serde_json::Value> = v.as_array().expect("a JSON list").iter().collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            Path::new(f["file"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["10-a.json", "20-b.json"]);
+    assert_eq!(
+        files[0]["stages"],
+        serde_json::json!(["createRuntime", "poststart"])
+    );
+    assert_eq!(files[0]["when"]["annotations"]["^com\\.x$"], "^1$");
+    assert_eq!(files[1]["when"]["always"], true);
+    let text = berth(&[]);
+    assert!(text.status.success());
+    assert!(String::from_utf8_lossy(&text.stdout).contains("10-a.json"));
+
+    std::fs::write(
+        hooks.join("15-bad.json"),
+        file("{}", r#"["createRuntime"]"#),
+    )
+    .unwrap();
+    let o = berth(&["--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("15-bad.json") && err.contains("when"), "{err}");
+}

@@ -238,6 +238,12 @@ fn exec_into_running_container() {
     b.config["hostname"] = "exec-host".into();
     let id = b.id("exec");
     assert!(b.create(&id).status.success());
+    // As runc: a created, not yet started, container takes processes (a Slurm
+    // step's container is never started).
+    let o = b.berth(&["exec", &id, "hostname"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "exec-host");
+    assert_eq!(b.status(&id), "created");
     assert!(b.berth(&["start", &id]).status.success());
     let o = b.berth(&["exec", &id, "sh", "-c", "hostname; echo pid=$$; exit 5"]);
     assert_eq!(

@@ -38,6 +38,18 @@ fn pull_by_tag_then_by_digest_converts_once() {
     );
 }
 
+/// A registry named by host name, not address: resolved through
+/// /etc/hosts (the static build uses glibc's built-in `files dns` sources
+/// only, runtime/src/nss.rs; scripts/test runs this against that build).
+#[test]
+fn a_registry_named_by_host_name_resolves() {
+    let (s, c) = stack();
+    let host = s.plain.host().replace("127.0.0.1", "localhost");
+    let env = Env::new(&[host.clone()], &[]);
+    let pulled = env.pull_json(&format!("{host}/berth-test/busybox:latest"));
+    assert_eq!(pulled["image"]["id"], c.busybox.config_digest.as_str());
+}
+
 #[test]
 fn index_resolves_to_the_host_platform() {
     let (s, c) = stack();

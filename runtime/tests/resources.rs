@@ -132,6 +132,22 @@ fn unsupported_resources_are_refused_not_ignored() {
     let id = b.id("x");
     let o = b.create(&id);
     assert_clean_failure(&b, &id, &o, "not supported yet: linux.resources.blockIO");
+    for (resources, what) in [
+        (
+            json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 0}]}),
+            "hugepageLimits",
+        ),
+        (
+            json!({"network": {"classID": 1}}),
+            "linux.resources.network",
+        ),
+        (json!({"memory": {"kernel": 1048576}}), "memory.kernel"),
+    ] {
+        b.config["linux"]["resources"] = resources;
+        let id = b.id("r");
+        let o = b.create(&id);
+        assert_clean_failure(&b, &id, &o, what);
+    }
     b.config["linux"]["resources"] = serde_json::Value::Null;
     b.config["linux"]["seccomp"] =
         json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/x.sock"});

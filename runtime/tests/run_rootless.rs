@@ -49,21 +49,13 @@ impl UserEnv {
 
     /// `berth ARGS` as the test user.
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("setpriv");
-        c.args([
-            format!("--reuid={}", user::UID),
-            format!("--regid={}", user::UID),
-            "--init-groups".into(),
-        ])
-        .arg(berth_tests::paths::berth_under_test(env!(
-            "CARGO_BIN_EXE_berth"
-        )))
-        .args(args)
-        .env("BERTH_CONFIG", &self.config)
-        .env("XDG_RUNTIME_DIR", &self.run_dir)
-        .env("HOME", self.dir.path())
-        .env_remove("BERTH_STORE")
-        .stdin(Stdio::null());
+        let mut c = user::command(images::berth());
+        c.args(args)
+            .env("BERTH_CONFIG", &self.config)
+            .env("XDG_RUNTIME_DIR", &self.run_dir)
+            .env("HOME", self.dir.path())
+            .env_remove("BERTH_STORE")
+            .stdin(Stdio::null());
         c
     }
 

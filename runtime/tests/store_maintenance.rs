@@ -201,20 +201,9 @@ fn system_store_is_read_before_the_user_store() {
     .unwrap();
     let berth = |as_user: bool, args: &[&str]| -> std::process::Output {
         let mut cmd = if as_user {
-            let mut c = Command::new("setpriv");
-            c.args([
-                format!("--reuid={uid}"),
-                format!("--regid={uid}"),
-                "--init-groups".into(),
-            ])
-            .arg(berth_tests::paths::berth_under_test(env!(
-                "CARGO_BIN_EXE_berth"
-            )));
-            c
+            berth_tests::user::command(images::berth())
         } else {
-            Command::new(berth_tests::paths::berth_under_test(env!(
-                "CARGO_BIN_EXE_berth"
-            )))
+            Command::new(images::berth())
         };
         let o = cmd
             .args(args)

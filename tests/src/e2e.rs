@@ -2,7 +2,9 @@
 //! image, the job user's Slurm commands, and the lock that keeps container
 //! steps from overlapping (so [`crate::leaks::assert_clean`] means something).
 
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::Duration;
 
 use crate::stack::{self, Stack};
 use crate::{paths, user};
@@ -45,9 +47,7 @@ impl Env {
     pub fn srun(&self, args: &[&str]) -> Output {
         self.as_user("srun", args).output().expect("srun runs")
     }
-}
 
-impl Env {
     /// The busybox image pushed under `tag` of the caller's own, so that a
     /// test-only hooks.d file can select its steps alone (annotation
     /// `org.opencontainers.image.ref.name` ends in `:TAG`).
@@ -58,6 +58,66 @@ impl Env {
         crate::image::push::push(&bb.layout_dir, &bb.tag, &target, &bb.repository(), tag)
             .expect("the tag is pushed");
         format!("{}/{}:{tag}", self.stack.plain.host(), bb.repository())
+    }
+}
+
+/// A fresh directory under `parent` that the job user owns, for files its
+/// jobs read or write (`/home/<user>` where both nodes must see it).
+pub fn user_dir(parent: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in(parent).expect("the directory is made");
+    std::os::unix::fs::chown(dir.path(), Some(user::UID), None).expect("the job user owns it");
+    dir
+}
+
+/// A job that a test started by name (`--job-name`), cancelled when dropped,
+/// and the client running it (`srun`), killed and reaped then, so a failing
+/// assertion leaves no job running for later tests.
+pub struct CancelOnDrop<'a> {
+    env: &'a Env,
+    name: String,
+    /// The client that runs the job, if the test spawned one.
+    pub child: Option<Child>,
+}
+
+impl<'a> CancelOnDrop<'a> {
+    /// Guards the job named `name`, run by `child` when there is one.
+    pub fn new(env: &'a Env, name: &str, child: Option<Child>) -> Self {
+        CancelOnDrop {
+            env,
+            name: name.into(),
+            child,
+        }
+    }
+
+    /// Waits (up to 30 s) until the job runs; false if it does not start.
+    pub fn running(&self) -> bool {
+        crate::proc::wait_until(Duration::from_secs(30), || {
+            let o = self
+                .env
+                .stack
+                .cluster
+                .command("squeue")
+                .args(["-h", "-t", "R", "-n", &self.name, "-o", "%i"])
+                .output()
+                .expect("squeue runs");
+            !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+        })
+    }
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .env
+            .stack
+            .cluster
+            .command("scancel")
+            .args(["--name", &self.name])
+            .status();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

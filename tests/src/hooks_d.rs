@@ -33,7 +33,7 @@ fn overrides(hook: &str) -> Vec<(&'static str, String)> {
         "mpi" => crate::image::mpi::host_library()
             .map(|p| vec![("MPI_LIBS", p.display().to_string())])
             .unwrap_or_default(),
-        // The fake driver of `fake_gpu` (tests call `fake_gpu::install` first).
+        // The fake driver of `fake_gpu`, which [`install`] builds.
         "nvidia" => crate::fake_gpu::FakeGpu {
             dir: crate::fake_gpu::dir(),
         }
@@ -59,6 +59,9 @@ pub enum HooksDError {
     /// A shipped file is not the JSON the runtime reads.
     #[error("{}: {reason}", path.display())]
     Shipped { path: PathBuf, reason: String },
+    /// The fake GPU driver the NVIDIA hook is pointed at cannot be built.
+    #[error(transparent)]
+    FakeGpu(#[from] crate::fake_gpu::FakeGpuError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HooksDError + '_ {
@@ -114,7 +117,10 @@ fn rewrite(path: &Path, text: &str) -> Result<Option<String>, HooksDError> {
 /// installed files no longer shipped. A file whose hook binary is not built is
 /// skipped: the workspace build (`cargo build --workspace`) builds every hook
 /// binary, and a file pointing at a missing binary would fail every container.
+/// Builds the fake GPU driver first: the test cluster's nodes have GPUs, so
+/// any `--gpus` step runs the NVIDIA hook, which [`overrides`] points at it.
 pub fn install() -> Result<PathBuf, HooksDError> {
+    crate::fake_gpu::install()?;
     let dir = dir();
     fsutil::mkdir(&dir, 0o755).map_err(io(&dir))?;
     // Test processes install concurrently: one at a time, so none removes a

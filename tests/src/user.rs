@@ -70,9 +70,32 @@ fn fuse_for_users() -> Result<(), UserError> {
     Ok(())
 }
 
+/// The lock that serialises [`ensure`] across test processes. Not under the
+/// kit's root: the account is the host's, whatever `BERTH_DEV_DIR` says.
+const LOCK: &str = "/tmp/berth-test-user-ensure.lock";
+
+/// `program` run as the test user with its groups (`setpriv`), for tests of
+/// unprivileged use.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut c = std::process::Command::new("setpriv");
+    c.args([
+        format!("--reuid={UID}"),
+        format!("--regid={UID}"),
+        "--init-groups".into(),
+    ])
+    .arg(program);
+    c
+}
+
 /// Makes sure the test user, its groups and its subordinate id ranges exist,
-/// and that users can use FUSE.
+/// and that users can use FUSE. Safe to call from parallel test processes:
+/// one at a time checks and creates.
 pub fn ensure() -> Result<User, UserError> {
+    let _lock =
+        crate::lock::exclusive(std::path::Path::new(LOCK)).map_err(|e| UserError::Tool {
+            tool: format!("lock {LOCK}"),
+            detail: e.to_string(),
+        })?;
     if Group::from_name(EXTRA_GROUP).ok().flatten().is_none() {
         run("groupadd", &["-g", &EXTRA_GID.to_string(), EXTRA_GROUP])?;
     }

@@ -27,8 +27,7 @@ fn no_task_starts_before_the_slow_nodes_container_is_ready() {
     let image = e.busybox_tagged("barrier-e2e");
     // Files in the shared home: the slow node's "ready" mark and each task's
     // start mark.
-    let dir = tempfile::tempdir_in(format!("/home/{}", user::NAME)).unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(user::UID), None).unwrap();
+    let dir = e2e::user_dir(Path::new(&format!("/home/{}", user::NAME)));
     let ready = dir.path().join("ready");
     // prestart runs before every createRuntime hook, so before the barrier;
     // without the barrier, node 0's task would start 3 s before `ready`.

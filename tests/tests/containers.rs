@@ -5,10 +5,11 @@
 //! left on the node (state, bundles, mounts, loop devices, runtime processes),
 //! which only means something when no other container step runs meanwhile.
 
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use berth_tests::e2e::env;
+use berth_tests::e2e::{env, user_dir, CancelOnDrop};
 use berth_tests::leaks::{assert_clean, leftover, STATE_ROOT};
 use berth_tests::{paths, proc, site, user};
 
@@ -82,13 +83,6 @@ fn image_from_the_environment_variable_is_used() {
     assert_clean();
 }
 
-/// A fresh directory the job user owns, for files the job reads or writes.
-fn user_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(user::UID), None).unwrap();
-    dir
-}
-
 #[test]
 fn tasks_run_as_the_job_user_without_privileges() {
     let e = env();
@@ -121,7 +115,7 @@ fn tasks_run_as_the_job_user_without_privileges() {
 #[test]
 fn mounts_workdir_and_environment() {
     let e = env();
-    let dir = user_dir();
+    let dir = user_dir(Path::new("/tmp"));
     std::fs::write(dir.path().join("input"), "from the host\n").unwrap();
     let mount = format!("--container-mounts={}:/data:ro", dir.path().display());
     let out = ok(&e.srun(&[
@@ -166,7 +160,7 @@ fn named_container_lives_across_steps_and_writable_root() {
     let image = e.image.clone();
     let steps = format!(
         "srun --container-name=keep --container-writable --container-image={image} sh -c 'echo kept > /tmp/marker' && \
-         srun --container-name=keep --container-image={image} cat /tmp/marker"
+         srun --container-name=keep cat /tmp/marker"
     );
     let out = ok(&e
         .as_user("salloc", &["-n1", "sh", "-c", &steps])
@@ -174,7 +168,7 @@ fn named_container_lives_across_steps_and_writable_root() {
         .unwrap());
     assert!(
         out.contains("kept"),
-        "the second step sees the first step's file: {out}"
+        "the second step, by the name alone, sees the first step's file: {out}"
     );
 
     // Two steps asking for the same named container at the same moment: one
@@ -204,9 +198,23 @@ fn named_container_lives_across_steps_and_writable_root() {
 }
 
 #[test]
+fn a_name_alone_needs_the_jobs_container_to_exist() {
+    let e = env();
+    let out = e.srun(&["--container-name=nope", "true"]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success(), "no container named nope: {err}");
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("does not exist on this node"))
+        .collect();
+    assert_eq!(ours.len(), 1, "one clear line: {err}");
+    assert_clean();
+}
+
+#[test]
 fn sbatch_script_runs_in_the_image_and_exit_codes_propagate() {
     let e = env();
-    let dir = user_dir();
+    let dir = user_dir(Path::new("/tmp"));
     let script = dir.path().join("job.sh");
     let output = dir.path().join("job.out");
     std::fs::write(&script, format!("#!/bin/sh\n#SBATCH --container-image={}\n#SBATCH --output={}\ngrep ^NAME= /etc/os-release\nid -un\n", e.image, output.display())).unwrap();
@@ -234,7 +242,7 @@ fn sbatch_script_runs_in_the_image_and_exit_codes_propagate() {
 #[test]
 fn the_environment_is_the_same_under_srun_and_sbatch() {
     let e = env();
-    let dir = user_dir();
+    let dir = user_dir(Path::new("/tmp"));
     // What the tasks see of the variables the rules are about.
     let probe = "echo PATH=$PATH; echo JOBONLY=$JOBONLY; \
                  test -n \"$SLURM_JOB_ID\" && echo SLURM_JOB_ID=set";
@@ -298,7 +306,7 @@ fn entrypoint_image(e: &berth_tests::e2e::Env, tag: &str, fail: bool) -> String 
     let mut spec = busybox::spec().unwrap();
     spec.name = "entrypoint".into();
     let script = format!(
-        "#!/bin/sh\necho \"ran as $(id -u) caps $(grep CapEff /proc/self/status | cut -f2) with $*\" > /tmp/entrypoint-ran\n{}exec \"$@\"\n",
+        "#!/bin/sh\necho \"ran as $(id -u) caps $(grep CapEff /proc/self/status | cut -f2) with $*\" >> /tmp/entrypoint-ran\n{}exec \"$@\"\n",
         if fail {
             "echo 'no licence server configured' >&2; exit 3\n"
         } else {
@@ -348,7 +356,8 @@ fn the_entrypoint_runs_once_per_container_before_the_tasks() {
         "cat",
         "/tmp/entrypoint-ran",
     ]));
-    // As the job user, with no capability (it runs in the host's pid namespace).
+    // As the job user, with no capability (it runs in the host's pid
+    // namespace); once: the script appends, so each task reads exactly one line.
     let want = format!("ran as {} caps 0000000000000000 with true\n", user::UID);
     assert_eq!(out, format!("{want}{want}"), "{out}");
     // A failing entrypoint fails the step with its last words, once.
@@ -380,7 +389,7 @@ fn the_entrypoint_runs_once_per_container_before_the_tasks() {
 #[test]
 fn scancel_of_a_running_containerized_step_cleans_up() {
     let e = env();
-    let mut srun = e
+    let srun = e
         .as_user(
             "srun",
             &[
@@ -393,6 +402,7 @@ fn scancel_of_a_running_containerized_step_cleans_up() {
         )
         .spawn()
         .unwrap();
+    let mut job = CancelOnDrop::new(&e, "berth-cancel", Some(srun));
     let started = proc::wait_until(Duration::from_secs(30), || !leftover(STATE_ROOT).is_empty());
     assert!(started, "the step's container exists");
     let cancel = e
@@ -403,7 +413,7 @@ fn scancel_of_a_running_containerized_step_cleans_up() {
         .status()
         .unwrap();
     assert!(cancel.success());
-    let status = srun.wait().unwrap();
+    let status = job.child.as_mut().unwrap().wait().unwrap();
     assert!(!status.success(), "a cancelled step fails");
     assert_clean();
 }
@@ -462,7 +472,7 @@ fn pids_with_cmdline(prefix: &str) -> Vec<i32> {
 #[test]
 fn leftovers_of_a_killed_slurmstepd_are_removed_by_gc() {
     let e = env();
-    let mut srun = e
+    let srun = e
         .as_user(
             "srun",
             &[
@@ -478,6 +488,7 @@ fn leftovers_of_a_killed_slurmstepd_are_removed_by_gc() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let job = CancelOnDrop::new(&e, "berth-killed", Some(srun));
     let state = || leftover(STATE_ROOT);
     assert!(proc::wait_until(Duration::from_secs(30), || !state()
         .is_empty()
@@ -514,13 +525,6 @@ fn leftovers_of_a_killed_slurmstepd_are_removed_by_gc() {
         text(&gc).0
     );
     assert!(!state().contains(&id), "gc removed it");
-    let _ = srun.kill();
-    let _ = srun.wait();
-    let _ = e
-        .stack
-        .cluster
-        .command("scancel")
-        .args(["--name", "berth-killed"])
-        .status();
+    drop(job);
     assert_clean();
 }

@@ -270,12 +270,6 @@ fn driver_problems_fail_the_run_with_one_clear_line() {
     assert!(err.contains("libnvidia-ml.so.999.1 not found in"), "{err}");
 }
 
-/// The shared cluster, its test hooks.d pointing at the fake driver.
-fn cluster() -> e2e::Env {
-    fake_gpu::install().unwrap();
-    e2e::env()
-}
-
 /// `srun -n2 --gpus-per-task=1` in the container: per task, its rank,
 /// `CUDA_VISIBLE_DEVICES` and the GPU nodes it sees, sorted by rank.
 fn two_tasks(c: &e2e::Env) -> Vec<String> {
@@ -298,64 +292,31 @@ fn two_tasks(c: &e2e::Env) -> Vec<String> {
 /// The job name of the job that holds GPUs 0 and 1.
 const HOLDER: &str = "berth-gpu-holder";
 
-/// A job holding two GPUs (a batch job, so no client process of ours lives
-/// with it), cancelled on drop even when an assertion fails, so no later test
-/// finds GPUs taken.
-struct Holder<'a> {
-    env: &'a e2e::Env,
-}
-
-impl<'a> Holder<'a> {
-    fn start(env: &'a e2e::Env) -> Self {
-        let out = env
-            .as_user(
-                "sbatch",
-                &[
-                    "--job-name",
-                    HOLDER,
-                    "--gpus=2",
-                    "--output=/dev/null",
-                    "--wrap",
-                    "sleep 600",
-                ],
-            )
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        Holder { env }
-    }
-
-    /// Waits until the holding job runs; false if it does not start.
-    fn running(&self) -> bool {
-        berth_tests::proc::wait_until(std::time::Duration::from_secs(30), || {
-            let o = self
-                .env
-                .stack
-                .cluster
-                .command("squeue")
-                .args(["-h", "-t", "R", "-n", HOLDER, "-o", "%i"])
-                .output()
-                .unwrap();
-            !text(&o.stdout).trim().is_empty()
-        })
-    }
-}
-
-impl Drop for Holder<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .env
-            .stack
-            .cluster
-            .command("scancel")
-            .args(["-n", HOLDER])
-            .status();
-    }
+/// Starts a job holding two GPUs (a batch job, so no client process of ours
+/// lives with it), cancelled on drop even when an assertion fails, so no later
+/// test finds GPUs taken.
+fn hold_two_gpus(env: &e2e::Env) -> e2e::CancelOnDrop<'_> {
+    let out = env
+        .as_user(
+            "sbatch",
+            &[
+                "--job-name",
+                HOLDER,
+                "--gpus=2",
+                "--output=/dev/null",
+                "--wrap",
+                "sleep 600",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    e2e::CancelOnDrop::new(env, HOLDER, None)
 }
 
 #[test]
 fn each_task_sees_its_own_gpu_in_the_step_container() {
-    let c = cluster();
+    let c = e2e::env();
     assert_eq!(
         two_tasks(&c),
         ["0 0 nvidia0 nvidia1", "1 1 nvidia0 nvidia1"]
@@ -364,7 +325,7 @@ fn each_task_sees_its_own_gpu_in_the_step_container() {
 
     // Another job holds host GPUs 0 and 1: the step gets 2 and 3, which the
     // container holds as its GPUs 0 and 1.
-    let holder = Holder::start(&c);
+    let holder = hold_two_gpus(&c);
     assert!(holder.running(), "the holding job started");
     assert_eq!(
         two_tasks(&c),
@@ -375,14 +336,13 @@ fn each_task_sees_its_own_gpu_in_the_step_container() {
 
 #[test]
 fn batch_steps_use_the_jobs_gpus_and_an_exported_list_grants_nothing() {
-    let c = cluster();
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(berth_tests::user::UID), None).unwrap();
+    let c = e2e::env();
+    let dir = e2e::user_dir(Path::new("/tmp"));
     let show = "echo $CUDA_VISIBLE_DEVICES $(cd /dev && ls -d nvidia[0-9]* 2>/dev/null)";
 
     // The batch step of a job holding host GPUs 2 and 3 (another job holds
     // 0 and 1) has only SLURM_JOB_GPUS: its container gets those two.
-    let holder = Holder::start(&c);
+    let holder = hold_two_gpus(&c);
     assert!(holder.running(), "the holding job started");
     let script = dir.path().join("job.sh");
     let output = dir.path().join("job.out");
@@ -438,9 +398,8 @@ fn batch_steps_use_the_jobs_gpus_and_an_exported_list_grants_nothing() {
 /// clear line instead of reaching a GPU outside the container's set.
 #[test]
 fn joining_a_named_container_with_other_gpus_fails_cleanly() {
-    let c = cluster();
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(berth_tests::user::UID), None).unwrap();
+    let c = e2e::env();
+    let dir = e2e::user_dir(Path::new("/tmp"));
     let script = dir.path().join("job.sh");
     let output = dir.path().join("job.out");
     let show = "$CUDA_VISIBLE_DEVICES $(cd /dev && ls -d nvidia[0-9]*)";

@@ -3,77 +3,50 @@
 //! the step's container.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
-use berth_tests::image::push::push;
-use berth_tests::stack;
-use berth_tests::{hooks_d, paths, user};
-
-/// A test-only hooks.d file, removed when dropped (`install` leaves `test-*`
-/// files alone).
-struct TestHook(PathBuf);
-
-impl Drop for TestHook {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use berth_tests::e2e::{self, TestHook};
+use berth_tests::{leaks, user};
 
 #[test]
 fn a_hook_selected_by_slurm_annotations_runs_for_the_step() {
-    // Same lock as the container cases: their leak checks must not see our step.
-    let _lock = berth_tests::lock::exclusive(&paths::root().join("containers.lock")).unwrap();
-    let s = stack::services().expect("stack starts");
-    let catalog = stack::images(&s).expect("images are pushed");
+    // Holds the container-steps lock: the leak checks of other cases must not
+    // see our step.
+    let e = e2e::env();
     // A tag of our own, so the hook (selected on it) fires for this test only.
-    let bb = &catalog.busybox;
-    push(
-        &bb.layout_dir,
-        &bb.tag,
-        &s.plain.push_target(),
-        &bb.repository(),
-        "hooks-e2e",
-    )
-    .unwrap();
-    let image = format!("{}/{}:hooks-e2e", s.plain.host(), bb.repository());
+    let image = e.busybox_tagged("hooks-e2e");
 
     let out = tempfile::tempdir().unwrap();
     std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let file = hooks_d::dir().join("test-slurm-annotations.json");
-    let hook = serde_json::json!({
-        "version": "1.0.0",
-        "hook": {
-            "path": "/bin/sh",
-            "args": ["sh", "-c", format!("cat > {}/state.json", out.path().display())],
-        },
-        "when": {"annotations": {
-            "^com\\.berth\\.slurm\\.nnodes$": "^1$",
-            "^org\\.opencontainers\\.image\\.ref\\.name$": ":hooks-e2e$",
-        }},
-        "stages": ["createRuntime"],
-    });
-    std::fs::write(&file, hook.to_string()).unwrap();
-    let _hook = TestHook(file);
+    let _hook = TestHook::install(
+        "slurm-annotations",
+        &serde_json::json!({
+            "version": "1.0.0",
+            "hook": {
+                "path": "/bin/sh",
+                "args": ["sh", "-c", format!("cat > {}/state.json", out.path().display())],
+            },
+            "when": {"annotations": {
+                "^com\\.berth\\.slurm\\.nnodes$": "^1$",
+                "^org\\.opencontainers\\.image\\.ref\\.name$": ":hooks-e2e$",
+            }},
+            "stages": ["createRuntime"],
+        }),
+    );
 
     // One step on this node; the annotations its container was created with.
     let step = |extra: &[&str]| -> (String, serde_json::Value) {
         let state_file = out.path().join("state.json");
         let _ = std::fs::remove_file(&state_file);
-        let o = s
-            .cluster
-            .command("/usr/sbin/runuser")
-            .args(["-u", user::NAME, "--", "srun", "-N1"])
-            .args(extra)
-            .args([
-                "--container-image",
-                &image,
-                "sh",
-                "-c",
-                "echo $SLURM_JOB_ID",
-            ])
-            .current_dir("/tmp")
-            .output()
-            .unwrap();
+        let mut args = vec!["-N1"];
+        args.extend(extra);
+        args.extend([
+            "--container-image",
+            &image,
+            "sh",
+            "-c",
+            "echo $SLURM_JOB_ID",
+        ]);
+        let o = e.srun(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap())
             .expect("the hook ran and saved the container state");
@@ -105,4 +78,5 @@ fn a_hook_selected_by_slurm_annotations_runs_for_the_step() {
         !gpus.is_empty() && gpus.bytes().all(|b| b.is_ascii_digit()),
         "one GPU index: {a}"
     );
+    leaks::assert_clean();
 }

@@ -41,36 +41,36 @@ fn mark(m: &[u8]) -> String {
     String::from_utf8_lossy(m).into_owned()
 }
 
-#[test]
-fn hook_swaps_in_the_host_mpi_and_the_pingpong_completes() {
-    let e = env();
-    let out = pingpong(&e, "mpi", true);
+/// The ping-pong of image `mpi` (with `--container-mpi` when `hook`) completes
+/// on the MPI library marked `library`; its output.
+fn completes_on(e: &Env, hook: bool, library: &[u8]) -> String {
+    let out = pingpong(e, "mpi", hook);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "step failed: {stdout}{stderr}");
     assert!(
-        library_line(&stdout).starts_with(&mark(HOST_MARK)),
+        library_line(&stdout).starts_with(&mark(library)),
         "{stdout}"
     );
+    assert!(stdout.contains("pingpong: done"), "{stdout}");
+    stdout
+}
+
+#[test]
+fn hook_swaps_in_the_host_mpi_and_the_pingpong_completes() {
+    let e = env();
+    let stdout = completes_on(&e, true, HOST_MARK);
     assert!(
         stdout.contains("rank 0 of 2") && stdout.contains("rank 1 of 2"),
         "{stdout}"
     );
     assert!(stdout.contains("size 1048576 latency_us"), "{stdout}");
-    assert!(stdout.contains("pingpong: done"), "{stdout}");
     assert_clean();
 }
 
 #[test]
 fn without_the_hook_the_image_keeps_its_own_mpi() {
     let e = env();
-    let out = pingpong(&e, "mpi", false);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "step failed: {stdout}{stderr}");
-    assert!(
-        library_line(&stdout).starts_with(&mark(IMAGE_MARK)),
-        "{stdout}"
-    );
-    assert!(stdout.contains("pingpong: done"), "{stdout}");
+    completes_on(&e, false, IMAGE_MARK);
     assert_clean();
 }
 

@@ -1,7 +1,7 @@
 //! End-to-end tests of the SSH hook (`--container-ssh`) on the real cluster,
 //! as the unprivileged job user whose keys `berth ssh-keygen` made.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_tests::e2e::{self, Env, TestHook};
@@ -51,13 +51,14 @@ fn task_0_runs_a_command_in_the_other_nodes_container() {
         .second_node()
         .expect("the test cluster has node 2");
     let partition = e.stack.cluster.multi_partition().unwrap().to_string();
-    let peer = n2.node_addr.to_string();
+    // By name: the container has the host's /etc/hosts, where the cluster
+    // names node 2, as a site's name service would.
+    let peer = &n2.name;
     // The barrier hook holds every task until both containers (and their
     // dropbear) are up, so task 0 may connect at once. The other task keeps
     // its node's step (and so its container) alive until task 0 is done,
     // signalled through a file in the shared home.
-    let done = tempfile::tempdir_in(format!("/home/{}", user::NAME)).unwrap();
-    std::os::unix::fs::chown(done.path(), Some(user::UID), None).unwrap();
+    let done = e2e::user_dir(Path::new(&format!("/home/{}", user::NAME)));
     let flag = done.path().join("done");
     let script = format!(
         "if [ \"$SLURM_NODEID\" = 0 ]; then ssh {peer} 'cat /etc/os-release; hostname; id -u'; rc=$?; touch {f}; exit $rc; \

@@ -128,13 +128,7 @@ impl Bundle {
     /// berth with --root set (and as the test user when rootless).
     pub fn cmd(&self) -> Command {
         let mut c = if self.rootless {
-            let mut c = Command::new("setpriv");
-            c.args([
-                format!("--reuid={TEST_UID}"),
-                format!("--regid={TEST_UID}"),
-                "--init-groups".into(),
-            ])
-            .arg(berth());
+            let mut c = berth_tests::user::command(berth());
             c.env("XDG_RUNTIME_DIR", &self.dir);
             c
         } else {
@@ -275,9 +269,8 @@ impl Drop for Bundle {
 /// Create the unprivileged test user and its subordinate id ranges once.
 pub fn ensure_test_user() {
     static ONCE: std::sync::Once = std::sync::Once::new();
+    // user::ensure serialises test processes itself.
     ONCE.call_once(|| {
-        // Serialize across test processes (nextest runs each test alone).
-        let _lock = berth_tests::lock::exclusive(Path::new("/tmp/berth-test-user.lock")).unwrap();
         berth_tests::user::ensure().expect("the test user exists");
     });
 }

@@ -11,6 +11,11 @@ use berth_tests::registry::Registry;
 use berth_tests::stack::{self, Stack};
 
 /// The services plus the pushed images, shared by a test.
+/// The runtime under test (`$BERTH_BIN`, else this crate's build).
+pub fn berth() -> PathBuf {
+    berth_tests::paths::berth_under_test(env!("CARGO_BIN_EXE_berth"))
+}
+
 pub fn stack() -> (Stack, berth_tests::image::Catalog) {
     let s = stack::services().expect("stack starts");
     let c = stack::images(&s).expect("images are pushed");
@@ -55,9 +60,7 @@ impl Env {
 
     /// A `berth` command with this config and store.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(berth_tests::paths::berth_under_test(env!(
-            "CARGO_BIN_EXE_berth"
-        )));
+        let mut c = Command::new(berth());
         c.args(args)
             .env("BERTH_CONFIG", &self.config)
             .env("BERTH_STORE", &self.store)
