@@ -4,9 +4,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The median of `samples` (which it sorts); zero when empty.
-pub fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort_unstable();
+/// The median of `samples` (which it sorts); the default (zero) when empty.
+/// Timings are never NaN, so unordered pairs simply count as equal.
+pub fn median<T: PartialOrd + Copy + Default>(samples: &mut [T]) -> T {
+    samples.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 

@@ -58,11 +58,6 @@ fn run(cmd: &mut Command) -> Run {
     parse(&stdout).unwrap_or_else(|| panic!("no figures in: {stdout}"))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// [median, best] of `v`, the best being the lowest when `lower_is_better`.
 fn summary(v: Vec<f64>, lower_is_better: bool) -> [f64; 2] {
     let best = if lower_is_better {
@@ -70,7 +65,8 @@ fn summary(v: Vec<f64>, lower_is_better: bool) -> [f64; 2] {
     } else {
         v.iter().copied().fold(0.0, f64::max)
     };
-    [median(v), best]
+    let mut v = v;
+    [berth_bench::median(&mut v), best]
 }
 
 fn main() {
@@ -153,7 +149,7 @@ mod tests {
         assert_eq!(r.latency_us, 0.182);
         assert_eq!(r.bandwidth_mbs, 10975.3);
         assert!(parse("rank 0 of 2\n").is_none());
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(berth_bench::median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(summary(vec![3.0, 1.0, 2.0], true), [2.0, 1.0]);
         assert_eq!(summary(vec![3.0, 1.0, 2.0], false), [2.0, 3.0]);
     }

@@ -16,7 +16,8 @@ fn run(cmd: &mut Command) -> (Duration, i64) {
     let quiet = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        // A failing runtime says why (a successful one prints nothing).
+        .stderr(Stdio::inherit());
     let (t, peak) = berth_bench::time_and_peak(quiet);
     (t, peak as i64)
 }
@@ -50,7 +51,8 @@ fn lifecycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> (Duration, i64
     let w = Instant::now();
     let mut st = 0;
     // SAFETY: waitpid on a (re-parented) child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
+    let reaped = unsafe { libc::waitpid(pid, &mut st, 0) };
+    assert_eq!(reaped, pid, "the container's init was not ours to reap");
     let w = w.elapsed();
     let (d, r3) = run(Command::new(bin)
         .arg("--root")
@@ -65,10 +67,10 @@ fn main() {
     let berth = PathBuf::from(
         args.get(2)
             .cloned()
-            .unwrap_or_else(|| "target/release/berth".into()),
+            .unwrap_or_else(|| "target/dist/berth".into()),
     );
     let berth = std::fs::canonicalize(&berth)
-        .expect("berth binary (build with cargo build --release -p berth)");
+        .expect("berth binary (build with scripts/build-release --berth-only)");
     let out = args.get(3).cloned();
     // `runc`: the 5 namespaces of `runc spec`; `hpc`: mount and pid only, on
     // the host's network and IPC, as `berth run IMAGE` makes them.
@@ -90,6 +92,14 @@ fn main() {
         dir.clone()
     }
     .join(format!("berth-bench-state-{}", std::process::id()));
+    let cleanup = Cleanup {
+        dir: dir.clone(),
+        state: state.clone(),
+        runtimes: [
+            (berth.clone(), state.join("berth")),
+            (runc.clone(), state.join("runc")),
+        ],
+    };
     let rootfs = dir.join("rootfs");
     for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -108,10 +118,12 @@ fn main() {
     let mut c: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     c["process"]["args"] = serde_json::json!(["/bin/true"]);
-    c["hostname"] = "bench".into();
     if hpc {
+        // No UTS namespace, so no hostname (`berth spec` writes runc's).
         c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "mount"}]);
         c.as_object_mut().unwrap().remove("hostname");
+    } else {
+        c["hostname"] = "bench".into();
     }
     std::fs::write(&config, c.to_string()).unwrap();
 
@@ -194,12 +206,37 @@ fn main() {
     if let Some(o) = out {
         std::fs::write(o, &table).unwrap();
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&state);
+    drop(cleanup);
+}
+
+/// Removes the bundle and both state roots, deleting (`--force`) any
+/// container a failed round left in them, also when the benchmark panics.
+struct Cleanup {
+    dir: PathBuf,
+    state: PathBuf,
+    runtimes: [(PathBuf, PathBuf); 2],
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for (bin, root) in &self.runtimes {
+            for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+                let _ = Command::new(bin)
+                    .arg("--root")
+                    .arg(root)
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
 }
 
 fn runc_version() -> String {
-    let o = Command::new("runc")
+    let o = Command::new("/usr/sbin/runc")
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
