@@ -31,25 +31,14 @@ impl Container {
     /// Reads the state from `input` and the bundle's `config.json`.
     pub fn from_reader(input: impl Read) -> Result<Self, HookError> {
         let state = read_state(input)?;
-        let config = state.bundle().join("config.json");
-        let spec = Spec::load(&config).map_err(|e| HookError::Config {
-            path: config.display().to_string(),
+        let b = berth::config::parse(state.bundle()).map_err(|e| HookError::Config {
+            path: state.bundle().join("config.json").display().to_string(),
             reason: e.to_string(),
         })?;
-        let root = spec
-            .root()
-            .as_ref()
-            .map(|r| r.path().clone())
-            .unwrap_or_else(|| PathBuf::from("rootfs"));
-        let rootfs = if root.is_absolute() {
-            root
-        } else {
-            state.bundle().join(root)
-        };
         Ok(Container {
             state,
-            spec,
-            rootfs,
+            spec: b.spec,
+            rootfs: b.rootfs,
         })
     }
 

@@ -50,6 +50,8 @@ pub struct ElfInfo {
     pub glibc_defined: Option<GlibcVersion>,
     /// The newest `GLIBC_x.y` version this object requires.
     pub glibc_needed: Option<GlibcVersion>,
+    /// PT_INTERP: the loader a dynamically linked program names.
+    pub interpreter: Option<String>,
 }
 
 impl ElfInfo {
@@ -90,6 +92,7 @@ impl ElfInfo {
             machine: elf.header.e_machine,
             glibc_defined,
             glibc_needed,
+            interpreter: elf.interpreter.map(str::to_string),
         })
     }
 
@@ -106,6 +109,12 @@ impl ElfInfo {
 /// A file mapped read-only: parsing a large library (MPICH is 41 MB) then
 /// touches only the pages goblin reads instead of copying the whole file,
 /// which cost ~30 ms per container.
+///
+/// Only files nobody rewrites while a container starts are mapped: host
+/// libraries and programs an admin named (root-owned), and an image's files
+/// at createRuntime, before any container process runs. A file truncated
+/// meanwhile raises SIGBUS on access, which fails this hook only, so only
+/// the image's owner could make their own container fail that way.
 #[derive(Debug)]
 pub struct Mapped {
     ptr: NonNull<c_void>,
@@ -113,24 +122,27 @@ pub struct Mapped {
 }
 
 impl Mapped {
-    /// Maps the host file `path` (a library an admin named: root-owned and
-    /// not rewritten while a container starts).
+    /// Maps the host file `path`.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::File::open(path)?;
+        Self::from_file(&std::fs::File::open(path)?)
+    }
+
+    /// Maps the open `file` (a container file opened inside its rootfs).
+    pub fn from_file(file: &std::fs::File) -> std::io::Result<Self> {
         let len = usize::try_from(file.metadata()?.len())
             .ok()
             .and_then(NonZeroUsize::new)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "empty file"))?;
-        // SAFETY: a fresh private read-only mapping of a file we opened; it
-        // stays valid after the fd closes. A file truncated meanwhile would
-        // raise SIGBUS on access, which the admin-owned files ruled out.
+        // SAFETY: a fresh private read-only mapping of an open file; it
+        // stays valid after the fd closes. Truncation meanwhile: see the
+        // type's documentation.
         let ptr = unsafe {
             mmap(
                 None,
                 len,
                 ProtFlags::PROT_READ,
                 MapFlags::MAP_PRIVATE,
-                &file,
+                file,
                 0,
             )
         }
@@ -204,6 +216,8 @@ mod tests {
         let path = format!("/lib/{t}/libc.so.6");
         let m = Mapped::open(Path::new(&path)).unwrap();
         assert_eq!(m.bytes(), &host_libc()[..]);
+        let f = std::fs::File::open(&path).unwrap();
+        assert_eq!(Mapped::from_file(&f).unwrap().bytes(), m.bytes());
         let empty = tempfile::NamedTempFile::new().unwrap();
         assert!(Mapped::open(empty.path()).is_err());
         assert!(Mapped::open(Path::new("/nonexistent")).is_err());
@@ -213,6 +227,11 @@ mod tests {
     fn a_program_needs_a_glibc_version() {
         let ls = ElfInfo::parse(&std::fs::read("/bin/ls").unwrap()).unwrap();
         assert!(ls.needed.contains(&"libc.so.6".to_string()));
+        let loader = ls.interpreter.as_deref().expect("ls names its loader");
+        assert!(
+            loader.starts_with('/') && loader.contains("ld-"),
+            "{loader}"
+        );
         assert!(ls.glibc_needed.is_some());
         assert!(ls.glibc_defined.is_none());
         let info = ElfInfo {

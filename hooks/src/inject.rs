@@ -149,12 +149,7 @@ impl Rootfs {
             path: src.to_path_buf(),
             source,
         })?;
-        let fd = if md.is_dir() {
-            resolve::mkdir_all(self.fd.as_fd(), dst, 0o755)
-        } else {
-            resolve::touch(self.fd.as_fd(), dst, 0o644)
-        }
-        .map_err(path_err("create", dst))?;
+        let fd = self.mount_point(dst, md.is_dir())?;
         let mount_err = |reason: String| InjectError::Mount {
             src: src.to_path_buf(),
             dst: dst.to_path_buf(),
@@ -235,9 +230,22 @@ impl Rootfs {
 
     /// Makes the directory `dst` (and its parents) in the container.
     pub fn mkdir(&self, dst: &Path) -> Result<(), InjectError> {
-        resolve::mkdir_all(self.fd.as_fd(), dst, 0o755)
-            .map(drop)
-            .map_err(path_err("create", dst))
+        self.mount_point(dst, true).map(drop)
+    }
+
+    /// Resolves `dst` inside the root, creating it (and its parents) when
+    /// missing: a directory when `dir`, else an empty file; what exists is
+    /// kept. The one way hooks make a bind destination, like the runtime's
+    /// mounts do (whose helper is private to it): a symlink in the image is
+    /// re-rooted, never followed to the host, and the fd returned is what
+    /// gets mounted on, so the path cannot be swapped in between.
+    pub fn mount_point(&self, dst: &Path, dir: bool) -> Result<OwnedFd, InjectError> {
+        if dir {
+            resolve::mkdir_all(self.fd.as_fd(), dst, 0o755)
+        } else {
+            resolve::touch(self.fd.as_fd(), dst, 0o644)
+        }
+        .map_err(path_err("create", dst))
     }
 }
 
@@ -252,6 +260,15 @@ fn path_err<'a>(what: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rootfs (first) whose `/escape` is a symlink to a host directory
+    /// (second), to show nothing is made through it.
+    fn root_with_escape() -> (tempfile::TempDir, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
+        (dir, outside)
+    }
 
     #[test]
     fn resolve_and_read_stay_inside_the_root() {
@@ -303,12 +320,10 @@ mod tests {
 
     #[test]
     fn symlink_replaces_files_inside_the_root_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
+        let (dir, outside) = root_with_escape();
         let root = dir.path();
         std::fs::create_dir_all(root.join("lib")).unwrap();
         std::fs::write(root.join("lib/libx.so.1"), b"stale").unwrap();
-        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
         let r = Rootfs::open(root).unwrap();
         r.symlink(Path::new("libx.so.2.0"), Path::new("/lib/libx.so.1"))
             .unwrap();
@@ -317,6 +332,26 @@ mod tests {
         r.symlink(Path::new("t"), Path::new("/escape/l")).unwrap();
         assert!(std::fs::symlink_metadata(outside.path().join("l")).is_err());
         assert!(r.symlink(Path::new("t"), Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn mount_points_are_made_inside_the_root_only() {
+        let (dir, outside) = root_with_escape();
+        let root = dir.path();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/kept"), b"image").unwrap();
+        let r = Rootfs::open(root).unwrap();
+        r.mount_point(Path::new("/escape/lib/libx.so"), false)
+            .unwrap();
+        r.mount_point(Path::new("/escape/dev/dri"), true).unwrap();
+        // The symlink's host target is re-rooted: both land in the rootfs.
+        let inside = root.join(outside.path().strip_prefix("/").unwrap());
+        assert!(inside.join("lib/libx.so").is_file());
+        assert!(inside.join("dev/dri").is_dir());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // An existing file is the mount point as it is.
+        r.mount_point(Path::new("/etc/kept"), false).unwrap();
+        assert_eq!(std::fs::read(root.join("etc/kept")).unwrap(), b"image");
     }
 
     #[test]
@@ -335,10 +370,8 @@ mod tests {
 
     #[test]
     fn write_creates_parents_and_never_follows_a_symlink_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
+        let (dir, outside) = root_with_escape();
         let root = dir.path();
-        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
         let r = Rootfs::open(root).unwrap();
         r.write(Path::new("/opt/berth/bin/tool"), b"#!/bin/sh\n", 0o755)
             .unwrap();

@@ -7,17 +7,22 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::elf::class_and_machine;
+use crate::elf::{class_and_machine, ElfInfo, Mapped};
 use crate::inject::Rootfs;
 
 /// A filesystem tree libraries are looked up in.
 pub trait Tree {
-    /// The whole file `path`, if readable.
-    fn read(&self, path: &Path) -> Option<Vec<u8>>;
+    /// The file `path` mapped, if readable: only the parts parsed are read.
+    fn map(&self, path: &Path) -> Option<Mapped>;
     /// The first 64 bytes of `path` (enough for an ELF header).
     fn head(&self, path: &Path) -> Option<[u8; 64]>;
     /// `path` with every symlink resolved (inside the tree).
     fn real(&self, path: &Path) -> Option<PathBuf>;
+
+    /// What the ELF object `path` declares, if it is one and readable.
+    fn elf(&self, path: &Path) -> Option<ElfInfo> {
+        ElfInfo::parse(self.map(path)?.bytes()).ok()
+    }
 }
 
 /// The host's own filesystem.
@@ -31,8 +36,8 @@ fn head_of(mut f: impl Read) -> Option<[u8; 64]> {
 }
 
 impl Tree for Host {
-    fn read(&self, path: &Path) -> Option<Vec<u8>> {
-        std::fs::read(path).ok()
+    fn map(&self, path: &Path) -> Option<Mapped> {
+        Mapped::open(path).ok()
     }
     fn head(&self, path: &Path) -> Option<[u8; 64]> {
         head_of(std::fs::File::open(path).ok()?)
@@ -43,8 +48,8 @@ impl Tree for Host {
 }
 
 impl Tree for Rootfs {
-    fn read(&self, path: &Path) -> Option<Vec<u8>> {
-        Rootfs::read(self, path).ok()
+    fn map(&self, path: &Path) -> Option<Mapped> {
+        Mapped::from_file(&self.open_file(path).ok()?).ok()
     }
     fn head(&self, path: &Path) -> Option<[u8; 64]> {
         head_of(self.open_file(path).ok()?)
@@ -123,8 +128,8 @@ impl<'a, T: Tree> Finder<'a, T> {
     /// A finder reading the tree's `/etc/ld.so.cache` once.
     pub fn new(tree: &'a T, class: u8, machine: u16) -> Self {
         let cache = tree
-            .read(Path::new("/etc/ld.so.cache"))
-            .map(|d| parse_cache(&d))
+            .map(Path::new("/etc/ld.so.cache"))
+            .map(|m| parse_cache(m.bytes()))
             .unwrap_or_default();
         Finder {
             tree,
@@ -227,5 +232,13 @@ mod tests {
         );
         assert!(f.find("libnothere.so.1", &[]).is_none());
         assert!(f.cached_like("libc.so").is_empty());
+        // Parsed from the mapping, through the symlink inside the root.
+        let info = f.tree().elf(&found).unwrap();
+        assert_eq!(info.soname.as_deref(), Some("libc.so.6"));
+        // A link to a host ELF file (this test) is re-rooted, where nothing is.
+        let exe = std::env::current_exe().unwrap();
+        std::os::unix::fs::symlink(exe, dir.path().join("opt/own/libhost.so")).unwrap();
+        assert!(f.tree().elf(Path::new("/opt/own/libhost.so")).is_none());
+        assert!(f.tree().elf(Path::new("/opt/own/libc.so.6")).is_none());
     }
 }

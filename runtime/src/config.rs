@@ -35,9 +35,19 @@ pub struct Bundle {
     pub rootfs: PathBuf,
 }
 
-/// Parse `<bundle>/config.json`. serde_json's error carries line and column,
-/// which is what users need to fix a hand-written config.
+/// Parse `<bundle>/config.json` and check it asks only for what berth
+/// supports. serde_json's error carries line and column, which is what users
+/// need to fix a hand-written config.
 pub fn load(bundle: &Path) -> Result<Bundle, ConfigError> {
+    let b = parse(bundle)?;
+    validate(&b)?;
+    Ok(b)
+}
+
+/// Reads and parses `bundle/config.json` and resolves the rootfs path,
+/// without [`load`]'s checks of what berth supports: for hooks, which read
+/// the config of a container the runtime already accepted.
+pub fn parse(bundle: &Path) -> Result<Bundle, ConfigError> {
     let dir = std::path::absolute(bundle).map_err(|source| ConfigError::Read {
         path: bundle.into(),
         source,
@@ -60,9 +70,7 @@ pub fn load(bundle: &Path) -> Result<Bundle, ConfigError> {
     } else {
         dir.join(root.path())
     };
-    let b = Bundle { dir, spec, rootfs };
-    validate(&b)?;
-    Ok(b)
+    Ok(Bundle { dir, spec, rootfs })
 }
 
 /// Parse a standalone process JSON (for `exec --process`).

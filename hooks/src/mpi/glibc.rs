@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use super::MpiError;
-use crate::elf::{ElfInfo, GlibcVersion, Mapped};
+use crate::elf::GlibcVersion;
 use crate::inject::Rootfs;
 use crate::libpath::{Finder, Host, Tree};
 
@@ -59,11 +59,9 @@ pub fn plan(
             "the image has no glibc (no libc.so.6; a musl image?) but the host MPI libraries need glibc {required}: use an image based on glibc"
         ))
     })?;
-    let image_info = Tree::read(image.tree(), &image_libc)
-        .and_then(|b| ElfInfo::parse(&b).ok())
-        .ok_or_else(|| {
-            MpiError::Glibc(format!("cannot read the image's {}", image_libc.display()))
-        })?;
+    let image_info = image.tree().elf(&image_libc).ok_or_else(|| {
+        MpiError::Glibc(format!("cannot read the image's {}", image_libc.display()))
+    })?;
     let image_version = image_info.glibc_defined.ok_or_else(|| {
         MpiError::Glibc(format!(
             "the image's {} defines no GLIBC_ versions (not glibc?): use an image based on glibc",
@@ -77,9 +75,9 @@ pub fn plan(
         .find("libc.so.6", &[])
         .and_then(|p| host.tree().real(&p))
         .ok_or_else(|| MpiError::Glibc("the host has no libc.so.6".into()))?;
-    let host_info = Mapped::open(&host_libc)
-        .ok()
-        .and_then(|m| ElfInfo::parse(m.bytes()).ok())
+    let host_info = host
+        .tree()
+        .elf(&host_libc)
         .ok_or_else(|| MpiError::Glibc(format!("cannot read {}", host_libc.display())))?;
     let host_version = host_info.glibc_defined.unwrap_or(GlibcVersion(0, 0));
     if host_version < required {
@@ -120,6 +118,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elf::ElfInfo;
     use std::path::Path;
 
     fn libc_info() -> ElfInfo {

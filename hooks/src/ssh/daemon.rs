@@ -23,6 +23,8 @@ use nix::unistd::Pid;
 
 /// The pid file, in the bundle's ssh directory.
 pub const PID_FILE: &str = "dropbear.pid";
+/// The pid file while it is written, renamed to [`PID_FILE`] when whole.
+const PID_TMP: &str = "dropbear.pid.tmp";
 /// dropbear's log (its stderr), in the bundle's ssh directory.
 pub const LOG_FILE: &str = "dropbear.log";
 /// How long dropbear may take to listen.
@@ -181,7 +183,7 @@ pub fn listening(pid: i32, port: u16) -> bool {
 
 fn write_pid_file(state: &Path, pid: i32) -> Result<(), DaemonError> {
     let start = proc_stat(pid).map(|s| s.1).unwrap_or(0);
-    let tmp = state.join(format!("{PID_FILE}.tmp"));
+    let tmp = state.join(PID_TMP);
     let dst = state.join(PID_FILE);
     std::fs::write(&tmp, format!("{pid} {start}\n"))
         .and_then(|()| std::fs::rename(&tmp, &dst))
@@ -189,10 +191,20 @@ fn write_pid_file(state: &Path, pid: i32) -> Result<(), DaemonError> {
 }
 
 /// Kills the dropbear recorded in `state` (if still running) and removes the
-/// pid file. A missing pid file or a dropbear already gone is fine.
+/// files [`start`] made there (pid file, log). A missing file or a dropbear
+/// already gone is fine.
 pub fn stop(state: &Path) -> Result<(), DaemonError> {
-    let file = state.join(PID_FILE);
-    let text = match std::fs::read_to_string(&file) {
+    kill_recorded(&state.join(PID_FILE))?;
+    for name in [PID_FILE, PID_TMP, LOG_FILE] {
+        let path = state.join(name);
+        super::remove_if_present(&path).map_err(io(format!("remove {}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Kills the dropbear the pid `file` names, if it is still that process.
+fn kill_recorded(file: &Path) -> Result<(), DaemonError> {
+    let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(format!("read {}", file.display()))(e)),
@@ -210,12 +222,7 @@ pub fn stop(state: &Path) -> Result<(), DaemonError> {
             berth::container::wait_exit(pid, start, Duration::from_secs(5));
         }
     }
-    match std::fs::remove_file(&file) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(io(format!("remove {}", file.display()))(e))
-        }
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// The keeper process: starts dropbear, reports its pid (or why it could not

@@ -38,6 +38,12 @@ pub enum KeyError {
     BadHome { uid: u32, home: String },
     #[error("{}/.ssh does not exist: create it (mkdir -m 700 ~/.ssh; berth ssh-keygen does)", home.display())]
     NoDotSsh { home: PathBuf },
+    #[error("cannot {what} {}: {source}", path.display())]
+    State {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Inject(#[from] InjectError),
 }
@@ -194,6 +200,46 @@ pub fn account(root: &Rootfs, uid: u32) -> Result<Account, KeyError> {
     })
 }
 
+/// The directory, in the bundle's ssh directory, that covers `~/.ssh`.
+const DOT_SSH: &str = "dot-ssh";
+
+fn state_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KeyError {
+    let path = path.to_path_buf();
+    move |source| KeyError::State { what, path, source }
+}
+
+/// Makes [`DOT_SSH`] in `state` (the bundle's ssh directory), the user's,
+/// holding only `authorized`; returns its path.
+pub(crate) fn make_dot_ssh(
+    state: &Path,
+    (uid, gid): (u32, u32),
+    authorized: &[u8],
+) -> Result<PathBuf, KeyError> {
+    let dir = state.join(DOT_SSH);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(state_err("create", &dir))?;
+    let file = dir.join(AUTHORIZED_KEYS);
+    std::fs::write(&file, authorized).map_err(state_err("write", &file))?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+        .map_err(state_err("chmod", &file))?;
+    for p in [&file, &dir] {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(state_err("chown", p))?;
+    }
+    Ok(dir)
+}
+
+/// Removes what [`mount_dot_ssh`] made in `state`; what is gone is fine.
+pub fn remove_dot_ssh(state: &Path) -> Result<(), KeyError> {
+    let dir = state.join(DOT_SSH);
+    // The file before its directory.
+    for path in [dir.join(AUTHORIZED_KEYS), dir] {
+        super::remove_if_present(&path).map_err(state_err("remove", &path))?;
+    }
+    Ok(())
+}
+
 /// Covers the container's `~/.ssh` with a read-only directory holding only
 /// the user's berth `authorized_keys`, made in `state` (the bundle's ssh
 /// directory). The host's `~/.ssh` is never written. A missing `~/.ssh` is
@@ -203,24 +249,10 @@ pub fn mount_dot_ssh(
     root: &Rootfs,
     state: &Path,
     account: &Account,
-    (uid, gid): (u32, u32),
+    ids: (u32, u32),
     authorized: &[u8],
 ) -> Result<(), KeyError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| KeyError::Io { path, source }
-    };
-    let dir = state.join("dot-ssh");
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(io(&dir))?;
-    let file = dir.join(AUTHORIZED_KEYS);
-    std::fs::write(&file, authorized).map_err(io(&file))?;
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(io(&file))?;
-    for p in [&file, &dir] {
-        std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(io(p))?;
-    }
+    let dir = make_dot_ssh(state, ids, authorized)?;
     let dst = account.home.join(".ssh");
     if !root.exists(&dst) && root.exists(&account.home) && !root.same_fs(&account.home) {
         return Err(KeyError::NoDotSsh {

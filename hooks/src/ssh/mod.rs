@@ -3,7 +3,8 @@
 //! `SSH_PORT`, default 15263, public-key logins only) and an `ssh` command
 //! that reaches the same server in the step's other containers with the
 //! user's berth keys (`berth ssh-keygen`). At createRuntime the hook sets
-//! everything up and starts dropbear; at poststop it stops it.
+//! everything up and starts dropbear; at poststop it stops it and removes
+//! what it made in the bundle, which may be used again.
 //!
 //! Hook env: `SSH_PORT`, `DROPBEAR` (default /usr/sbin/dropbear), `DBCLIENT`
 //! (default /usr/bin/dbclient). See docs/hooks-ssh.md.
@@ -40,8 +41,9 @@ pub enum SshError {
     Tools(#[from] tools::ToolError),
     #[error(transparent)]
     Daemon(#[from] daemon::DaemonError),
-    #[error("cannot create {}: {source}", path.display())]
+    #[error("cannot {what} {}: {source}", path.display())]
     State {
+        what: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -82,9 +84,35 @@ pub fn run(c: &Container) -> Result<(), SshError> {
     }
     let state = c.bundle().join("ssh");
     if *c.state.status() == ContainerState::Stopped {
-        return Ok(daemon::stop(&state)?);
+        return stop(&state);
     }
     start(c, &state, &Settings::from_env(|k| std::env::var(k).ok())?)
+}
+
+/// Stops dropbear and removes everything [`start`] made in `state`, so a
+/// bundle used again starts clean (`start` refuses an existing `state`).
+/// Whatever a failed start did not make is fine.
+fn stop(state: &Path) -> Result<(), SshError> {
+    daemon::stop(state)?;
+    keys::remove_dot_ssh(state)?;
+    remove_if_present(state).map_err(|source| SshError::State {
+        what: "remove",
+        path: state.to_path_buf(),
+        source,
+    })
+}
+
+/// Removes the file or empty directory `path`; one already gone is fine.
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => std::fs::remove_dir(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }
 
 /// Where the user key is in the container.
@@ -107,6 +135,7 @@ fn start(c: &Container, state: &Path, s: &Settings) -> Result<(), SshError> {
         .mode(0o700)
         .create(state)
         .map_err(|source| SshError::State {
+            what: "create",
             path: state.to_path_buf(),
             source,
         })?;
@@ -225,5 +254,37 @@ mod tests {
         let bad = |k: &str| (k == "SSH_PORT").then(|| "70000".to_string());
         let err = Settings::from_env(bad).unwrap_err().to_string();
         assert!(err.contains("SSH_PORT=\"70000\""), "{err}");
+    }
+
+    #[test]
+    fn stop_removes_what_start_made_and_tolerates_its_absence() {
+        let bundle = tempfile::tempdir().unwrap();
+        let state = bundle.path().join("ssh");
+        // A start that failed before making anything.
+        stop(&state).unwrap();
+        // Everything a start makes (dropbear itself already gone).
+        std::fs::create_dir(&state).unwrap();
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        keys::make_dot_ssh(&state, me, b"ssh-ed25519 AAAA u\n").unwrap();
+        std::fs::write(state.join(daemon::LOG_FILE), "dropbear log\n").unwrap();
+        std::fs::write(state.join(daemon::PID_FILE), "1 1\n").unwrap();
+        stop(&state).unwrap();
+        assert!(!state.exists());
+        // Part of it, as when dropbear never started.
+        std::fs::create_dir(&state).unwrap();
+        keys::make_dot_ssh(&state, me, b"").unwrap();
+        stop(&state).unwrap();
+        assert_eq!(std::fs::read_dir(bundle.path()).unwrap().count(), 0);
+        // Something start did not make is kept, and named.
+        std::fs::create_dir_all(state.join("other")).unwrap();
+        let err = stop(&state).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot remove") && err.contains("ssh"),
+            "{err}"
+        );
+        assert!(state.join("other").exists());
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::elf::ElfInfo;
+use crate::elf::{ElfInfo, Mapped};
 use crate::inject::{Access, InjectError, Rootfs};
 use crate::libpath::{Finder, Host};
 
@@ -70,30 +70,44 @@ fn elf_err(path: &Path) -> impl Fn(String) -> ToolError + '_ {
     }
 }
 
+/// `path` with every symlink resolved.
+fn canonical(path: &Path) -> Result<PathBuf, ToolError> {
+    std::fs::canonicalize(path).map_err(|e| elf_err(path)(e.to_string()))
+}
+
+/// What the ELF object `path` declares, from the pages the parse touches.
+fn parse(path: &Path) -> Result<ElfInfo, ToolError> {
+    let map = Mapped::open(path).map_err(|e| elf_err(path)(e.to_string()))?;
+    ElfInfo::parse(map.bytes()).map_err(elf_err(path))
+}
+
 /// The library closure of `programs` (host paths), resolved like the host's
 /// loader does (RUNPATH, ld.so.cache, default directories).
 pub fn closure(programs: &[&Path]) -> Result<Closure, ToolError> {
     let mut out = Closure::default();
-    let mut queue: Vec<PathBuf> = programs.iter().map(|p| p.to_path_buf()).collect();
+    // Real paths, each resolved once before it is queued, and whether it is
+    // one of `programs`.
+    let mut queue = programs
+        .iter()
+        .map(|p| Ok((canonical(p)?, true)))
+        .collect::<Result<Vec<_>, ToolError>>()?;
     let mut seen = std::collections::BTreeSet::new();
     // One finder (one parse of ld.so.cache) per ELF class and machine.
     let mut finders: Vec<Finder<'_, Host>> = Vec::new();
-    while let Some(path) = queue.pop() {
-        let real = std::fs::canonicalize(&path).map_err(|e| elf_err(&path)(e.to_string()))?;
+    while let Some((real, program)) = queue.pop() {
         if !seen.insert(real.clone()) {
             continue;
         }
-        let bytes = std::fs::read(&real).map_err(|e| elf_err(&real)(e.to_string()))?;
-        let info = ElfInfo::parse(&bytes).map_err(elf_err(&real))?;
-        if programs.contains(&path.as_path()) {
-            let interp = goblin::elf::Elf::parse(&bytes)
-                .ok()
-                .and_then(|e| e.interpreter.map(str::to_string))
+        let info = parse(&real)?;
+        if program {
+            let interp = info
+                .interpreter
+                .as_deref()
                 .ok_or_else(|| elf_err(&real)("not a dynamically linked program".into()))?;
-            let name = interp.rsplit('/').next().unwrap_or(&interp).to_string();
-            out.libs.entry(name.clone()).or_insert(
-                std::fs::canonicalize(&interp).map_err(|e| elf_err(&real)(e.to_string()))?,
-            );
+            let name = interp.rsplit('/').next().unwrap_or(interp).to_string();
+            if !out.libs.contains_key(&name) {
+                out.libs.insert(name.clone(), canonical(Path::new(interp))?);
+            }
             out.loader = name;
         }
         let origin = real
@@ -122,9 +136,9 @@ pub fn closure(programs: &[&Path]) -> Result<Closure, ToolError> {
                     path: real.clone(),
                     soname: soname.clone(),
                 })?;
-            let lib = std::fs::canonicalize(&found).map_err(|e| elf_err(&found)(e.to_string()))?;
+            let lib = canonical(&found)?;
             out.libs.insert(soname.clone(), lib.clone());
-            queue.push(lib);
+            queue.push((lib, false));
         }
     }
     Ok(out)
@@ -180,6 +194,21 @@ mod tests {
                 "-V"
             ]
         );
+    }
+
+    #[test]
+    fn a_program_named_through_a_symlink_gets_its_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("db");
+        std::os::unix::fs::symlink("/usr/bin/dbclient", &link).unwrap();
+        // The same program by two names: one real path, one loader.
+        let c = closure(&[&link, Path::new("/usr/bin/dbclient")]).unwrap();
+        assert!(c.loader.starts_with("ld-"), "{c:?}");
+        assert!(c.libs.contains_key(&c.loader), "{c:?}");
+        // A library is no program: it names no loader.
+        let libz = c.libs["libz.so.1"].clone();
+        let err = closure(&[&libz]).unwrap_err().to_string();
+        assert!(err.contains("not a dynamically linked program"), "{err}");
     }
 
     #[test]
