@@ -2,6 +2,7 @@
 //! failure semantics of each stage.
 
 mod common;
+use berth_tests::proc::wait_until;
 use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -223,14 +224,10 @@ fn state_is_creating_until_the_init_reports() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !inside.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the createContainer hook never ran"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(Duration::from_secs(20), || inside.exists()),
+        "the createContainer hook never ran"
+    );
     assert_eq!(b.status(&id), "creating");
     let o = b.berth(&["start", &id]);
     assert!(!o.status.success());

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_tests::image::flatten::TreeEntry;
+use berth_tests::proc::wait_until;
 use images::{stack, Env};
 use sha2::Digest as _;
 
@@ -63,8 +64,6 @@ fn kill_9_during_conversion_then_pull_again() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the conversion has started writing its staging tree.
-    let deadline = Instant::now() + Duration::from_secs(120);
     // The tree is unpacked in RAM (/dev/shm) when there is room, else in the store.
     let ram = berth::image::convert::ram_staging_root();
     let tmp = env.store.join("tmp");
@@ -79,21 +78,22 @@ fn kill_9_during_conversion_then_pull_again() {
             .map(|e| e.path())
             .collect()
     };
-    loop {
-        let staging = [&tmp, &ram]
+    let staging = || {
+        [&tmp, &ram]
             .iter()
             .flat_map(|d| ours(d))
-            .any(|p| p.join("rootfs").is_dir());
-        if staging {
-            break;
+            .any(|p| p.join("rootfs").is_dir())
+    };
+    // Wait until the conversion has started writing its staging tree.
+    let mut ended = false;
+    let started = wait_until(Duration::from_secs(120), || {
+        staging() || {
+            ended = child.try_wait().unwrap().is_some();
+            ended
         }
-        assert!(Instant::now() < deadline, "conversion never started");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "pull ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
+    assert!(!ended, "pull ended before it could be killed");
+    assert!(started, "conversion never started");
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();

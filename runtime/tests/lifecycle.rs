@@ -1,6 +1,7 @@
 //! Lifecycle: create/start/state/kill/delete/run and their error cases.
 
 mod common;
+use berth_tests::proc::wait_until;
 use common::*;
 use serde_json::json;
 
@@ -120,14 +121,12 @@ fn kill_signals_and_force_delete() {
     ));
     assert!(b.berth(&["kill", "--all", &id, "9"]).status.success());
     b.wait_stopped(&id);
-    let t = std::time::Instant::now();
-    while berth::state::proc_stat(child).is_some_and(|(s, _)| s != b'Z' && s != b'X') {
-        assert!(
-            t.elapsed().as_secs() < 10,
-            "kill --all left the child {child} running"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || {
+            !berth::state::proc_stat(child).is_some_and(|(s, _)| s != b'Z' && s != b'X')
+        }),
+        "kill --all left the child {child} running"
+    );
     assert!(b.berth(&["delete", &id]).status.success());
     b.config = default_config(&["sh", "-c", "sleep 30 & sleep 30"]);
     let id = b.id("force2");

@@ -6,7 +6,9 @@ mod images;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use berth_tests::proc::{wait_until, KillOnDrop};
 use berth_tests::user;
 use images::stack;
 
@@ -152,21 +154,19 @@ fn a_killed_rootless_run_is_cleaned_up_by_gc() {
     let env = UserEnv::new(&s.plain.host());
     let image = format!("{}/berth-test/busybox:latest", s.plain.host());
     // setpriv execs berth: the child's pid is berth's.
-    let mut child = env
-        .cmd(&["run", "-q", &image, "sleep", "60"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        env.cmd(&["run", "-q", &image, "sleep", "60"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let id = format!("berth-run-{}", child.id());
-    let t = std::time::Instant::now();
-    loop {
-        let o = env.run(&["state", &id]);
-        if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"running\"") {
-            break;
-        }
-        assert!(t.elapsed().as_secs() < 30, "never ran: {}", text(&o));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let state = || env.run(&["state", &id]);
+    let ran = wait_until(Duration::from_secs(30), || {
+        let o = state();
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"running\"")
+    });
+    assert!(ran, "never ran: {}", text(&state()));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(

@@ -5,7 +5,9 @@ mod images;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::time::Duration;
 
+use berth_tests::proc::{wait_for, wait_until, KillOnDrop};
 use images::{stack, Env};
 
 /// Copies a published image under a new id (same first 12 hex digits plus
@@ -45,15 +47,11 @@ fn hold_lock(path: &Path) -> Holder {
     // Guarded before waiting, so a failed wait does not leak it.
     let holder = Holder(child);
     // flock(1) creates and locks the file before running sleep.
-    let t = std::time::Instant::now();
-    while !is_locked(path) {
-        assert!(
-            t.elapsed().as_secs() < 10,
-            "flock did not take {}",
-            path.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || is_locked(path)),
+        "flock did not take {}",
+        path.display()
+    );
     holder
 }
 
@@ -260,26 +258,22 @@ fn gc_removes_the_container_of_a_killed_berth_run() {
     let (s, _) = stack();
     let env = Env::new(&[s.plain.host()], &[]);
     let reference = format!("{}/berth-test/busybox:latest", s.plain.host());
-    let mut child = env
-        .cmd(&["run", "-q", &reference, "sleep", "60"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        env.cmd(&["run", "-q", &reference, "sleep", "60"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let id = format!("berth-run-{}", child.id());
     let state_dir = Path::new("/run/berth").join(&id);
     let bundle = berth::cli::image_run::bundles_dir().join(&id);
-    let t = std::time::Instant::now();
-    let init = loop {
+    // The init's pid, once the container runs.
+    let init = wait_for(Duration::from_secs(30), || {
         let o = env.run(&["state", &id]);
-        if o.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            if v["status"] == "running" {
-                break v["pid"].as_i64().unwrap() as i32;
-            }
-        }
-        assert!(t.elapsed().as_secs() < 30, "the container never ran");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (o.status.success() && v["status"] == "running").then(|| v["pid"].as_i64().unwrap() as i32)
+    })
+    .expect("the container never ran");
     child.kill().unwrap(); // SIGKILL: berth cannot clean up
     child.wait().unwrap();
     assert!(

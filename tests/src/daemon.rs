@@ -11,7 +11,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::proc;
 
@@ -138,36 +138,38 @@ impl Daemon<'_> {
             return Err(io(&self.pid_file())(e));
         }
 
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
+        // An exit is checked before readiness: a daemon that dies right after
+        // its port opened did not start.
+        let outcome = proc::wait_for(timeout, || match child.try_wait() {
+            Ok(Some(status)) => Some(Err(status)),
+            _ => ready().then_some(Ok(())),
+        });
+        match outcome {
+            Some(Ok(())) => Ok(pid),
+            Some(Err(status)) => {
                 let _ = fs::remove_file(self.pid_file());
                 let (last, tail) = self.explain(start_line);
-                return Err(DaemonError::Exited {
+                Err(DaemonError::Exited {
                     name: self.name.into(),
                     status: status.to_string(),
                     last,
                     log: log_path,
                     tail,
-                });
+                })
             }
-            if ready() {
-                return Ok(pid);
-            }
-            if Instant::now() >= deadline {
+            None => {
                 proc::terminate(pid, Duration::from_secs(5));
                 let _ = child.wait();
                 let _ = fs::remove_file(self.pid_file());
                 let (last, tail) = self.explain(start_line);
-                return Err(DaemonError::Timeout {
+                Err(DaemonError::Timeout {
                     name: self.name.into(),
                     secs: timeout.as_secs(),
                     last,
                     log: log_path,
                     tail,
-                });
+                })
             }
-            std::thread::sleep(Duration::from_millis(25));
         }
     }
 
@@ -224,6 +226,38 @@ pub fn stop(run_dir: &Path, name: &str, grace: Duration) {
         proc::terminate(pid, grace);
     }
     let _ = fs::remove_file(pid_file(run_dir, name));
+}
+
+/// What the kit starts and can stop again: a cluster (with node 2's network
+/// namespace), a registry.
+pub trait Stop {
+    /// Why stopping failed.
+    type Error: std::fmt::Display;
+    /// Stops everything it started; a no-op when nothing runs, so it may run twice.
+    fn teardown(&self) -> Result<(), Self::Error>;
+}
+
+/// Owns what a test started and stops it when dropped, so a failing assertion
+/// leaves no daemon, step or network namespace behind for later tests. Derefs to
+/// what it owns; a test that checks teardown itself calls `stop` on that, and
+/// the drop then finds nothing left.
+#[derive(Debug)]
+pub struct StopOnDrop<T: Stop>(pub T);
+
+impl<T: Stop> std::ops::Deref for StopOnDrop<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Stop> Drop for StopOnDrop<T> {
+    fn drop(&mut self) {
+        // Drop cannot fail: say what survived, as a later test may trip on it.
+        if let Err(e) = self.0.teardown() {
+            eprintln!("teardown after the test failed: {e}");
+        }
+    }
 }
 
 /// Kills every live process carrying the mark; returns those that survived.

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
+use crate::proc::KillOnDrop;
 use crate::stack::{self, Stack};
 use crate::{paths, user};
 
@@ -75,8 +76,9 @@ pub fn user_dir(parent: &Path) -> tempfile::TempDir {
 pub struct CancelOnDrop<'a> {
     env: &'a Env,
     name: String,
-    /// The client that runs the job, if the test spawned one.
-    pub child: Option<Child>,
+    /// The client that runs the job, if the test spawned one; dropped (killed
+    /// and reaped) after the job is cancelled.
+    pub child: Option<KillOnDrop>,
 }
 
 impl<'a> CancelOnDrop<'a> {
@@ -85,7 +87,7 @@ impl<'a> CancelOnDrop<'a> {
         CancelOnDrop {
             env,
             name: name.into(),
-            child,
+            child: child.map(KillOnDrop),
         }
     }
 
@@ -114,10 +116,6 @@ impl Drop for CancelOnDrop<'_> {
             .command("scancel")
             .args(["--name", &self.name])
             .status();
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -86,15 +88,47 @@ pub fn with_cmdline(mut keep: impl FnMut(&str) -> bool) -> Vec<(i32, String)> {
 
 /// Polls `done` every 20 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    wait_for(timeout, || done().then_some(())).is_some()
+}
+
+/// Polls `found` every 20 ms until it returns a value or `timeout` passes;
+/// `None` on timeout. For waits that also learn something (an exit status, a pid).
+pub fn wait_for<T>(timeout: Duration, mut found: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
-        if done() {
-            return true;
+        if let Some(v) = found() {
+            return Some(v);
         }
         if Instant::now() >= deadline {
-            return false;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a test
+/// that fails while it runs leaves no process behind. Derefs to the [`Child`].
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Both fail harmlessly when the test already killed and reaped it.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -271,6 +305,34 @@ mod tests {
         terminate(child.id() as i32, Duration::from_secs(1));
         child.wait().unwrap();
         assert!(with_env("BERTH_TEST_MARK", &mark).is_empty());
+    }
+
+    #[test]
+    fn kill_on_drop_kills_and_reaps() {
+        let child = KillOnDrop(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.id() as i32;
+        assert!(is_alive(pid));
+        drop(child);
+        // Reaped, not a zombie: the pid no longer exists at all.
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn wait_for_returns_the_value_found_or_none() {
+        let mut n = 0;
+        assert_eq!(
+            wait_for(Duration::from_secs(5), || {
+                n += 1;
+                (n == 3).then_some(n)
+            }),
+            Some(3)
+        );
+        assert_eq!(wait_for(Duration::ZERO, || None::<()>), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use berth_tests::cluster::{Cluster, ClusterConfig, ClusterError, SecondNode};
-use berth_tests::daemon::DaemonError;
+use berth_tests::daemon::{DaemonError, Stop, StopOnDrop};
 use berth_tests::registry::client::Client;
 use berth_tests::registry::{Registry, RegistryConfig, RegistryError};
 use berth_tests::{proc, stack};
@@ -18,15 +18,6 @@ fn isolated_cluster(dir: &tempfile::TempDir) -> ClusterConfig {
     cfg.ctld_port = proc::free_port();
     cfg.slurmd_port = proc::free_port();
     cfg
-}
-
-/// Stops an isolated cluster when the test ends, even when an assertion fails.
-struct StopOnDrop(Cluster);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.stop();
-    }
 }
 
 /// Runs `srun ARGS` on the shared cluster; returns its output, failing the test
@@ -121,9 +112,9 @@ fn broken_slurm_conf_is_reported_in_one_line_and_nothing_is_left() {
         other => panic!("expected a daemon exit, got {other:?}"),
     }
     assert!(
-        cluster.0.processes().is_empty(),
+        cluster.processes().is_empty(),
         "munged was stopped again: {:?}",
-        cluster.0.processes()
+        cluster.processes()
     );
 }
 
@@ -146,15 +137,14 @@ fn taken_port_is_reported_in_one_line() {
         )),
         "{msg}"
     );
-    assert!(cluster.0.processes().is_empty());
+    assert!(cluster.processes().is_empty());
 }
 
 #[test]
 fn teardown_leaves_no_daemon_or_step_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let guard =
+    let cluster =
         StopOnDrop(Cluster::start(isolated_cluster(&dir)).expect("isolated cluster starts"));
-    let cluster = &guard.0;
     // A running job gives slurmd a slurmstepd child that teardown must also end.
     let out = cluster
         .command("sbatch")
@@ -273,7 +263,7 @@ fn registry_port_conflict_and_teardown() {
         port: proc::free_port(),
         secure: true,
     };
-    let reg = Registry::start(cfg.clone()).expect("isolated registry starts");
+    let reg = StopOnDrop(Registry::start(cfg.clone()).expect("isolated registry starts"));
     Client::new(&reg.push_target())
         .unwrap()
         .ping()
@@ -282,7 +272,9 @@ fn registry_port_conflict_and_teardown() {
         dir: dir.path().join("other"),
         ..cfg
     };
-    let err = Registry::start(other).expect_err("same port twice");
+    let err = Registry::start(other)
+        .map(StopOnDrop)
+        .expect_err("same port twice");
     assert!(matches!(err, RegistryError::PortTaken { .. }), "{err}");
     assert!(!err.to_string().contains('\n'));
     reg.stop().expect("teardown");
@@ -316,8 +308,7 @@ fn second_node_survives_a_crash_and_teardown_removes_its_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = isolated_two_node_cluster(&dir, 0);
     let n2 = cfg.second_node.clone().unwrap();
-    let guard = StopOnDrop(Cluster::start(cfg.clone()).expect("two-node cluster starts"));
-    let cluster = &guard.0;
+    let cluster = StopOnDrop(Cluster::start(cfg.clone()).expect("two-node cluster starts"));
     assert_eq!(
         cluster.nodes(),
         vec![cluster.node().to_string(), n2.name.clone()]
@@ -340,16 +331,18 @@ fn second_node_survives_a_crash_and_teardown_removes_its_namespace() {
         .processes()
         .is_empty()));
     assert!(n2.netns_path().exists(), "the crash left the namespace");
-    let again = Cluster::start(cfg).expect("restarts over the stale namespace and veth");
-    let mut srun = again.command("srun");
+    // The restarted cluster is the one in the same directory, which the guard
+    // above stops.
+    Cluster::start(cfg).expect("restarts over the stale namespace and veth");
+    let mut srun = cluster.command("srun");
     srun.args(["-p", berth_tests::cluster::MULTI_PARTITION, "-N2", "true"]);
     run_ok(srun);
 
-    again.stop().expect("teardown succeeds");
+    cluster.stop().expect("teardown succeeds");
     assert!(
-        again.processes().is_empty(),
+        cluster.processes().is_empty(),
         "left: {:?}",
-        again.processes()
+        cluster.processes()
     );
     assert!(!n2.netns_path().exists(), "namespace removed");
     assert!(!link_exists(&n2.host_veth), "veth removed");
@@ -507,7 +500,7 @@ fn second_node_setup_failure_is_one_line_and_leaves_nothing() {
         )),
         "names the node and the command: {msg}"
     );
-    assert!(cluster.0.processes().is_empty());
+    assert!(cluster.processes().is_empty());
     assert!(!n2.netns_path().exists(), "the namespace made is removed");
 }
 
@@ -516,15 +509,11 @@ fn a_foreign_namespace_of_the_same_name_is_reported_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = isolated_two_node_cluster(&dir, 2);
     let n2 = cfg.second_node.clone().unwrap();
-    let mut add = std::process::Command::new("ip");
-    add.args(["netns", "add", &n2.netns]);
-    run_ok(add);
+    // Declared before the cluster's guard, so dropped after it.
+    let _foreign = ForeignNetns::add(&n2.netns);
     let cluster = StopOnDrop(Cluster::new(cfg.clone()));
     let err = Cluster::start(cfg).expect_err("the namespace is taken");
     let kept = n2.netns_path().exists();
-    let mut del = std::process::Command::new("ip");
-    del.args(["netns", "delete", &n2.netns]);
-    run_ok(del);
     let msg = err.to_string();
     assert!(!msg.contains('\n'), "one line: {msg}");
     assert!(
@@ -532,7 +521,36 @@ fn a_foreign_namespace_of_the_same_name_is_reported_and_kept() {
         "{msg}"
     );
     assert!(kept, "another cluster's namespace is not deleted");
-    assert!(cluster.0.processes().is_empty());
+    assert!(cluster.processes().is_empty());
+}
+
+/// A network namespace that another program made (`ip netns add`), deleted
+/// again when the test ends.
+#[derive(Debug)]
+struct ForeignNetns(String);
+
+impl ForeignNetns {
+    fn add(name: &str) -> StopOnDrop<ForeignNetns> {
+        let mut add = std::process::Command::new("ip");
+        add.args(["netns", "add", name]);
+        run_ok(add);
+        StopOnDrop(ForeignNetns(name.into()))
+    }
+}
+
+impl Stop for ForeignNetns {
+    type Error = String;
+    fn teardown(&self) -> Result<(), String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! End-to-end tests of `spank_berth.so` loaded by a real srun/slurmd.
 
 use berth_tests::cluster::{Cluster, ClusterConfig};
+use berth_tests::daemon::StopOnDrop;
 use berth_tests::{paths, proc, stack};
 
 #[test]
@@ -57,14 +58,13 @@ fn cluster_with_plugin_args(dir: &tempfile::TempDir, args: &[&str]) -> ClusterCo
 fn sbatch_support_0_refuses_images_on_sbatch_only() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = cluster_with_plugin_args(&dir, &["sbatch_support=0"]);
-    let cluster = Cluster::start(cfg).expect("cluster starts");
+    let cluster = StopOnDrop(Cluster::start(cfg).expect("cluster starts"));
     let sbatch = cluster
         .command("sbatch")
         .args(["--container-image=busybox", "--wrap", "true"])
         .output()
         .unwrap();
     let srun = cluster.command("srun").arg("true").output().unwrap();
-    let stopped = cluster.stop();
     assert!(
         !sbatch.status.success(),
         "sbatch --container-image is refused"
@@ -79,18 +79,17 @@ fn sbatch_support_0_refuses_images_on_sbatch_only() {
         "srun is unaffected: {}",
         String::from_utf8_lossy(&srun.stderr)
     );
-    stopped.expect("teardown");
+    cluster.stop().expect("teardown");
 }
 
 #[test]
 fn unknown_plugstack_argument_stops_the_step_not_slurmd() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = cluster_with_plugin_args(&dir, &["config=/etc/berth/berth.toml", "conifg=/typo"]);
-    let cluster = Cluster::start(cfg).expect("slurmd starts despite the typo");
+    let cluster = StopOnDrop(Cluster::start(cfg).expect("slurmd starts despite the typo"));
     let out = cluster.command("srun").arg("true").output().unwrap();
     let slurmd_up = cluster.is_running();
     let slurmd_log = std::fs::read_to_string(dir.path().join("run/slurmd.log")).unwrap_or_default();
-    let stopped = cluster.stop();
     assert!(
         !out.status.success(),
         "a bad plugstack.conf argument fails the step"
@@ -105,5 +104,5 @@ fn unknown_plugstack_argument_stops_the_step_not_slurmd() {
         slurmd_log.contains("every container step will fail until this is fixed"),
         "slurmd logs it: {slurmd_log}"
     );
-    stopped.expect("teardown");
+    cluster.stop().expect("teardown");
 }

@@ -5,7 +5,9 @@
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use berth_tests::proc::wait_until;
 
 /// The runtime under test (`$BERTH_BIN`, else this crate's build).
 pub fn berth() -> PathBuf {
@@ -203,25 +205,18 @@ impl Bundle {
     /// Waits (up to 20 s) until the container's output contains `needle`;
     /// returns the output.
     pub fn wait_output(&self, id: &str, needle: &str) -> String {
-        let t = Instant::now();
-        loop {
-            let out = self.output_of(id);
-            if out.contains(needle) || t.elapsed() > Duration::from_secs(20) {
-                return out;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // The caller's assertion on the output says what was missing.
+        wait_until(Duration::from_secs(20), || {
+            self.output_of(id).contains(needle)
+        });
+        self.output_of(id)
     }
 
     pub fn wait_stopped(&self, id: &str) {
-        let t = Instant::now();
-        while self.status(id) != "stopped" {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "container {id} did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            wait_until(Duration::from_secs(20), || self.status(id) == "stopped"),
+            "container {id} did not stop"
+        );
     }
 
     /// create + start + wait + delete; returns the container's output.

@@ -223,14 +223,28 @@ impl Cluster {
     /// to look at its `/run`, mounts or processes.
     pub fn on_second_node(&self, program: &str) -> Result<Command, ClusterError> {
         let pid = self
-            .cfg
-            .second_node
-            .as_ref()
-            .and_then(|n| daemon::running(&self.run_dir(), &n.daemon_name()))
+            .second_node_slurmd()
             .ok_or_else(|| ClusterError::NoSecondNode {
                 dir: self.cfg.dir.clone(),
             })?;
         Ok(node2::command_in(pid, program))
+    }
+
+    /// The pid of node 2's slurmd, which holds node 2's namespaces, when it runs.
+    fn second_node_slurmd(&self) -> Option<i32> {
+        let node = self.cfg.second_node.as_ref()?;
+        daemon::running(&self.run_dir(), &node.daemon_name())
+    }
+
+    /// The absolute `path` as seen by each running node: node 1's is this host's;
+    /// node 2's (whose `/run` is its own) is reached through its slurmd's
+    /// `/proc/PID/root`, which resolves in node 2's mount namespace.
+    pub fn on_each_node(&self, path: &Path) -> Vec<PathBuf> {
+        let mut paths = vec![path.to_path_buf()];
+        paths.extend(self.second_node_slurmd().map(|pid| {
+            Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+        }));
+        paths
     }
 
     /// The cluster's configuration.
@@ -336,6 +350,13 @@ impl Cluster {
             return Err(ClusterError::Leftover(left));
         }
         network
+    }
+}
+
+impl daemon::Stop for Cluster {
+    type Error = ClusterError;
+    fn teardown(&self) -> Result<(), ClusterError> {
+        self.stop()
     }
 }
 

@@ -4,7 +4,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::catalog::build_one;
 use super::oci::BuiltImage;
@@ -90,16 +90,14 @@ impl TestRegistry {
             url: format!("{scheme}://127.0.0.1:{port}"),
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let log =
-                std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default();
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {port}: {log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let listening = crate::proc::wait_until(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            listening,
+            "docker-registry did not listen on {port}: {}",
+            std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default()
+        );
         reg
     }
 }

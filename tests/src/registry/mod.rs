@@ -254,6 +254,13 @@ impl Registry {
     }
 }
 
+impl daemon::Stop for Registry {
+    type Error = RegistryError;
+    fn teardown(&self) -> Result<(), RegistryError> {
+        self.stop()
+    }
+}
+
 fn mkdir(path: &Path) -> Result<(), RegistryError> {
     fsutil::mkdir(path, 0o755).map_err(|source| RegistryError::Io {
         path: path.to_path_buf(),
