@@ -34,6 +34,14 @@ pub enum HookError {
     },
 }
 
+/// The poststart hooks, when there are any. Only they make `start` wait
+/// for the container's execve (container/start.rs).
+pub fn poststart(hooks: Option<&oci_spec::runtime::Hooks>) -> Option<Vec<Hook>> {
+    hooks
+        .and_then(|h| h.poststart().clone())
+        .filter(|h| !h.is_empty())
+}
+
 /// Run `hooks` in order with `state` (JSON) on stdin; stop at the first failure.
 pub fn run_all(stage: &'static str, hooks: &[Hook], state: &str) -> Result<(), HookError> {
     for h in hooks {

@@ -109,6 +109,68 @@ fn failure_after_fork_leaves_nothing() {
 }
 
 #[test]
+fn missing_interpreter_or_loader_fails_create() {
+    let mut b = Bundle::new("interp", &["/bin/script"]);
+    let exe = |b: &Bundle, name: &str| {
+        std::fs::set_permissions(
+            b.rootfs().join("bin").join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap()
+    };
+    std::fs::write(b.rootfs().join("bin/script"), "#!/no/such/sh -e\necho hi\n").unwrap();
+    exe(&b, "script");
+    let id = b.id("script");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "script for /no/such/sh");
+    // A dynamic executable in an image without its loader (the busybox
+    // rootfs has no C library): execve would only say "no such file".
+    std::fs::copy("/usr/bin/true", b.rootfs().join("bin/dynamic")).unwrap();
+    b.config["process"]["args"] = json!(["/bin/dynamic"]);
+    let id = b.id("loader");
+    let o = b.create(&id);
+    assert_clean_failure(&b, &id, &o, "needs the program loader /lib");
+}
+
+/// An execve failure nothing could foresee (a file the kernel cannot run)
+/// after `start`: without poststart hooks `start` may have returned already,
+/// so the reason also goes to the container's stderr; with them, `start`
+/// waits for execve and fails.
+#[test]
+fn exec_failure_after_start_is_reported() {
+    let mut b = Bundle::new("noexec", &["/bin/junk"]);
+    std::fs::write(b.rootfs().join("bin/junk"), "neither ELF nor #!\n").unwrap();
+    std::fs::set_permissions(
+        b.rootfs().join("bin/junk"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let id = b.id("plain");
+    assert!(b.create(&id).status.success());
+    let o = b.berth(&["start", &id]);
+    b.wait_stopped(&id);
+    // `start` reads whatever the init wrote before it looked: an execve
+    // failing that fast may still reach it.
+    let err = if o.status.success() {
+        std::fs::read_to_string(b.dir.join(format!("{id}.err"))).unwrap()
+    } else {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(err.contains("exec /bin/junk") && err.contains("Exec format error"), "{err:?}");
+    assert!(b.berth(&["delete", &id]).status.success());
+
+    b.config["hooks"] = json!({"poststart": [{"path": "/bin/true"}]});
+    let id = b.id("hooked");
+    assert!(b.create(&id).status.success());
+    let o = b.berth(&["start", &id]);
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && msg.contains("Exec format error"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    let err = std::fs::read_to_string(b.dir.join(format!("{id}.err"))).unwrap();
+    assert!(!err.contains("berth: exec"), "told twice: {err:?}");
+}
+
+#[test]
 fn invalid_id() {
     let b = Bundle::new("badid", &["true"]);
     b.write_config();

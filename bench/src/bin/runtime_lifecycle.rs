@@ -5,6 +5,10 @@
 //!
 //! Usage: runtime_lifecycle [ROUNDS] [BERTH_BINARY] [OUTPUT.md] [runc|hpc]
 //! Must run as root (runc and the floor need CAP_SYS_ADMIN).
+//!
+//! `BERTH_BASELINE=/path/to/another/berth` adds that build as a fourth
+//! contender in the same interleaved rounds: an A/B of two builds that the
+//! machine's drift between separate runs cannot blur.
 
 use berth_bench::{median, ms};
 use std::path::{Path, PathBuf};
@@ -127,6 +131,10 @@ fn main() {
     }
     std::fs::write(&config, c.to_string()).unwrap();
 
+    let baseline = std::env::var_os("BERTH_BASELINE").map(|b| {
+        std::fs::canonicalize(&b).unwrap_or_else(|e| panic!("BERTH_BASELINE {b:?}: {e}"))
+    });
+    let mut ta = Vec::new();
     let (mut tb, mut tr, mut tf) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pb, mut pr): (Vec<Phases>, Vec<Phases>) = (Vec::new(), Vec::new());
     let (mut rb, mut rr) = (0i64, 0i64);
@@ -135,8 +143,14 @@ fn main() {
     lifecycle(&runc, &state.join("runc"), &dir, "warm-r");
     for i in 0..rounds {
         // Rotate the order so no runtime always runs first in a round.
-        for k in 0..3 {
-            match (i + k) % 3 {
+        let n = if baseline.is_some() { 4 } else { 3 };
+        for k in 0..n {
+            match (i + k) % n {
+                3 => {
+                    let a = baseline.as_ref().expect("4 contenders only with a baseline");
+                    let (t, _, _) = lifecycle(a, &state.join("berth"), &dir, &format!("a{i}"));
+                    ta.push(t);
+                }
                 0 => {
                     let (t, r, p) = lifecycle(&berth, &state.join("berth"), &dir, &format!("b{i}"));
                     tb.push(t);
@@ -149,7 +163,7 @@ fn main() {
                     pr.push(p);
                     rr = rr.max(r);
                 }
-                _ => {
+                2 => {
                     let (t, _) = run(Command::new("unshare")
                         .arg("-m")
                         .arg("chroot")
@@ -157,6 +171,7 @@ fn main() {
                         .arg("/bin/true"));
                     tf.push(t);
                 }
+                _ => unreachable!(),
             }
         }
     }
@@ -202,6 +217,19 @@ fn main() {
         phase(&pr, 2),
         phase(&pr, 3),
     );
+    let table = match &baseline {
+        Some(a) => {
+            let ma = median(&mut ta);
+            format!(
+                "{table}\nBaseline {}: {} ms, {:.2}x floor; this build / baseline: {:.3}\n",
+                a.display(),
+                ms(ma),
+                ma.as_secs_f64() / mf.as_secs_f64(),
+                mb.as_secs_f64() / ma.as_secs_f64(),
+            )
+        }
+        None => table,
+    };
     print!("{table}");
     if let Some(o) = out {
         std::fs::write(o, &table).unwrap();

@@ -1,6 +1,13 @@
 //! `start`: open the exec fifo's read side, which releases the init; read
-//! its verdict ("0" then EOF when execve succeeded, "E<message>" when
-//! startContainer hooks or exec failed); then run poststart hooks.
+//! its verdict ("0" when it goes on to execve, "E<message>" when
+//! startContainer hooks failed); then run poststart hooks.
+//!
+//! Like runc, `start` returns once the init is released: the program, its
+//! interpreter and loader were checked before "created", and a later execve
+//! failure is the container's own exit (127, with the reason on its
+//! stderr). Only poststart hooks, which the spec runs after the program
+//! started, make `start` wait for execve itself (EOF on the fifo, which is
+//! close-on-exec); an execve failure then fails `start`.
 
 use super::ContainerError;
 use crate::state::{self, State, Status};
@@ -31,7 +38,8 @@ pub fn start(root: &Path, id: &str) -> crate::Result<()> {
         what: "open exec fifo".into(),
         source,
     })?;
-    let verdict = read_verdict(fd, st.pid, st.start_time)?;
+    let poststart = crate::hooks::poststart(st.hooks.as_ref());
+    let verdict = read_verdict(fd, st.pid, st.start_time, poststart.is_some())?;
     // The fifo's absence is what marks the container "running".
     let _ = std::fs::remove_file(&fifo);
     match verdict.first() {
@@ -43,14 +51,21 @@ pub fn start(root: &Path, id: &str) -> crate::Result<()> {
         }
         _ => return Err(ContainerError::InitGone.into()),
     }
-    if let Some(h) = st.hooks.as_ref().and_then(|h| h.poststart().clone()) {
+    if let Some(h) = poststart {
         let state = serde_json::to_string(&st.oci(Status::Running)).expect("state serializes");
         crate::hooks::run_all_warn("poststart", &h, &state);
     }
     Ok(())
 }
 
-fn read_verdict(fd: OwnedFd, pid: i32, start_time: u64) -> Result<Vec<u8>, ContainerError> {
+/// Reads the init's verdict: up to EOF, or only the first byte when it is
+/// "0" and `wait_exec` is false.
+fn read_verdict(
+    fd: OwnedFd,
+    pid: i32,
+    start_time: u64,
+    wait_exec: bool,
+) -> Result<Vec<u8>, ContainerError> {
     let pidfd = super::pidfd(pid);
     let mut f = std::fs::File::from(fd);
     let mut out = Vec::new();
@@ -90,6 +105,9 @@ fn read_verdict(fd: OwnedFd, pid: i32, start_time: u64) -> Result<Vec<u8>, Conta
                 Ok(k) => {
                     got_writer = true;
                     out.extend_from_slice(&buf[..k]);
+                    if !wait_exec && out == b"0" {
+                        return Ok(out);
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {

@@ -5,7 +5,6 @@
 use super::{io, sys, ProcessError};
 use oci_spec::runtime::Process;
 use std::ffi::CString;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -34,10 +33,10 @@ pub fn self_identity() -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Resolve args[0] against PATH, check it is executable, and refuse any
-/// chain of `#!` interpreters that leads back to the berth binary: that is
-/// how CVE-2019-5736 made runc execute itself inside a container and then
-/// get overwritten through /proc/<pid>/exe.
+/// Resolve args[0] against PATH, check it is executable, that the
+/// interpreters and loaders it needs are there, and that none of them is
+/// the berth binary: that is how CVE-2019-5736 made runc execute itself
+/// inside a container and then get overwritten through /proc/<pid>/exe.
 pub fn prepare(
     p: &Process,
     extra_env: &[String],
@@ -70,9 +69,7 @@ pub fn prepare(
     if !is_executable(&path) {
         return Err(ProcessError::NotFound(arg0.clone()));
     }
-    if let Some(me) = me {
-        check_not_self(&path, me, 0)?;
-    }
+    check_chain(&path, me)?;
     Ok(Prepared {
         path: CString::new(path.as_os_str().as_bytes())
             .map_err(|_| ProcessError::Invalid("NUL in path".into()))?,
@@ -90,24 +87,33 @@ fn is_executable(p: &Path) -> bool {
         && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
 }
 
-fn check_not_self(path: &Path, me: (u64, u64), depth: u32) -> Result<(), ProcessError> {
-    let m = std::fs::metadata(path).map_err(io(format!("stat {}", path.display())))?;
-    if (m.dev(), m.ino()) == me {
-        return Err(ProcessError::SelfExec(path.display().to_string()));
-    }
-    if depth > 5 {
-        return Ok(());
-    }
-    let mut head = [0u8; 256];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    if n > 2 && &head[..2] == b"#!" {
-        let line = head[2..n].split(|&c| c == b'\n').next().unwrap_or(&[]);
-        let text = String::from_utf8_lossy(line);
-        if let Some(interp) = text.split_ascii_whitespace().next() {
-            return check_not_self(Path::new(interp), me, depth + 1);
+/// Follows what execve will load after `path` (a script's interpreter, a
+/// dynamic executable's loader, theirs in turn, as deep as the kernel goes):
+/// each must be there and executable, and none may be the berth binary.
+fn check_chain(path: &Path, me: Option<(u64, u64)>) -> Result<(), ProcessError> {
+    let mut path = path.to_path_buf();
+    for _ in 0..5 {
+        let m = std::fs::metadata(&path).map_err(io(format!("stat {}", path.display())))?;
+        if me == Some((m.dev(), m.ino())) {
+            return Err(ProcessError::SelfExec(path.display().to_string()));
         }
+        // An executable we may not read (mode 0711) still runs; there is
+        // nothing to follow in it that we could see.
+        let Ok(f) = std::fs::File::open(&path) else {
+            return Ok(());
+        };
+        let Some(next) = super::interp::of(&f) else {
+            return Ok(());
+        };
+        if !is_executable(next.path()) {
+            let program = path.display().to_string();
+            let interp = next.path().display().to_string();
+            return Err(match next {
+                super::interp::Interp::Script(_) => ProcessError::NoInterpreter { program, interp },
+                super::interp::Interp::Loader(_) => ProcessError::NoLoader { program, interp },
+            });
+        }
+        path = next.path().to_path_buf();
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The container init, running in the forked child: enter/finish the
-//! namespaces, build the rootfs, run createContainer hooks, pivot, report
-//! "created" and block on the exec fifo until `start`, then run
-//! startContainer hooks, take on the process identity and exec.
+//! namespaces, build the rootfs, run createContainer hooks, pivot, take on
+//! the process identity (see [`Pending`]), report "created" and block on the
+//! exec fifo until `start`, then run startContainer hooks and exec.
 
 use super::exec::{self, Prepared};
 use super::fork::{self, Forked};
@@ -58,7 +58,7 @@ pub fn run(init: Init<'_>) -> ! {
     keep.extend(init.console.iter().map(|c| c.as_raw_fd()));
     keep.extend(init.plan.join.iter().map(|(_, fd)| fd.as_raw_fd()));
     exec::close_all_but(&keep);
-    let (fifo, prepared) = match setup(&init) {
+    let (fifo, prepared, pending) = match setup(&init) {
         Ok(v) => v,
         Err(e) => {
             let _ = init.chan.send(&Msg::Error(e.to_string()));
@@ -72,10 +72,19 @@ pub fn run(init: Init<'_>) -> ! {
         Ok(w) => w,
         Err(_) => fork::exit_child(1),
     };
-    let err = match after_start(&init, &prepared) {
+    let err = match after_start(&init, pending) {
         Ok(()) => {
             let _ = w.write_all(b"0");
-            exec::exec(&prepared)
+            let e = exec::exec(&prepared);
+            // SAFETY: ignoring a signal; exec reset SIGPIPE, and the fifo
+            // may have no reader left.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+            if crate::hooks::poststart(init.bundle.spec.hooks().as_ref()).is_none() {
+                // `start` returned on the "0": the container's stderr is
+                // the only one left to tell.
+                let _ = writeln!(std::io::stderr(), "berth: {e}");
+            }
+            e
         }
         Err(e) => e,
     };
@@ -110,8 +119,50 @@ fn wait_for_start(fifo: &Fifo) -> Result<std::fs::File, ProcessError> {
     Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(r) })
 }
 
-fn after_start(init: &Init<'_>, prepared: &Prepared) -> Result<(), ProcessError> {
+/// What is left to do after `start`, beyond execve.
+pub struct Pending {
+    /// The container's seccomp filter, if any.
+    filter: Option<crate::seccomp::Filter>,
+    /// The process identity (ids, capabilities, no_new_privs) is still ours
+    /// to take on. Normally it is taken before "created", as runc does, so
+    /// that `start` releases nothing but an execve and an identity that
+    /// cannot be taken (setgroups refused, an executable the user may not
+    /// run) fails `create`. It waits for `start` only when something must
+    /// run in between with the runtime's privileges: startContainer hooks,
+    /// or a seccomp filter that has to go in before the identity switch
+    /// (without no_new_privs only CAP_SYS_ADMIN may load one).
+    identity: bool,
+}
+
+impl Pending {
+    fn new(spec: &oci_spec::runtime::Spec) -> Result<Pending, ProcessError> {
+        let filter = exec::seccomp_filter(spec.linux().as_ref())?;
+        let nnp = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.no_new_privileges())
+            .unwrap_or(false);
+        let start_hooks = spec
+            .hooks()
+            .as_ref()
+            .is_some_and(|h| h.start_container().as_ref().is_some_and(|v| !v.is_empty()));
+        Ok(Pending {
+            identity: start_hooks || (filter.is_some() && !nnp),
+            filter,
+        })
+    }
+}
+
+fn after_start(init: &Init<'_>, pending: Pending) -> Result<(), ProcessError> {
     let spec = &init.bundle.spec;
+    if !pending.identity {
+        // Identity taken before "created"; a filter (with no_new_privs)
+        // goes in last, so it constrains as little of our own work as possible.
+        if let Some(f) = &pending.filter {
+            f.load().map_err(|e| ProcessError::Invalid(e.to_string()))?;
+        }
+        return Ok(());
+    }
     if let Some(h) = spec
         .hooks()
         .as_ref()
@@ -122,10 +173,7 @@ fn after_start(init: &Init<'_>, prepared: &Prepared) -> Result<(), ProcessError>
             .map_err(|e| ProcessError::Invalid(e.to_string()))?;
     }
     let p = spec.process().as_ref().expect("validated");
-    let filter = exec::seccomp_filter(spec.linux().as_ref())?;
-    exec::finalize_with_seccomp(p, filter.as_ref(), init.keep_fds)?;
-    let _ = prepared;
-    Ok(())
+    exec::finalize_with_seccomp(p, pending.filter.as_ref(), init.keep_fds)
 }
 
 /// State JSON passed to hooks on stdin.
@@ -189,7 +237,7 @@ fn maps(init: &Init<'_>, pid: i32) -> Result<(), ProcessError> {
     Ok(())
 }
 
-fn setup(init: &Init<'_>) -> Result<(Fifo, Prepared), ProcessError> {
+fn setup(init: &Init<'_>) -> Result<(Fifo, Prepared, Pending), ProcessError> {
     let spec = &init.bundle.spec;
     let process = spec.process().as_ref().expect("validated");
     let linux = spec.linux().clone().unwrap_or_default();
@@ -321,7 +369,6 @@ fn setup(init: &Init<'_>) -> Result<(Fifo, Prepared), ProcessError> {
         }
     }
     nix::unistd::chdir(process.cwd()).map_err(sys(format!("chdir {}", process.cwd().display())))?;
-    let prepared = exec::prepare(process, &init.extra_env, me)?;
     nix::unistd::setsid().map_err(sys("setsid"))?;
     if process.terminal() == Some(true) {
         let sock = init.console.as_ref().ok_or_else(|| {
@@ -344,13 +391,22 @@ fn setup(init: &Init<'_>) -> Result<(Fifo, Prepared), ProcessError> {
             }
         }
     }
+    let pending = Pending::new(spec)?;
+    if !pending.identity {
+        exec::finalize(process)?;
+        exec::close_fds_from(3 + init.keep_fds);
+    }
+    // After the identity switch (when it came first), so the executable is
+    // checked with the access rights of the user who will run it.
+    let prepared = exec::prepare(process, &init.extra_env, me)?;
     // SAFETY: prctl with integer arguments. The runtime exits after
-    // "created"; the container must outlive it.
+    // "created"; the container must outlive it. (If the runtime died
+    // meanwhile, sending "created" fails and we exit.)
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     init.chan
         .send(&Msg::Created)
         .map_err(|e| ProcessError::Invalid(e.to_string()))?;
-    Ok((fifo, prepared))
+    Ok((fifo, prepared, pending))
 }
 
 /// linux.sysctl, written through the container's own /proc (procfs shows

@@ -5,6 +5,7 @@
 pub mod exec;
 pub mod fork;
 pub mod init;
+pub mod interp;
 
 /// Errors of process setup; messages from inside the container arrive as
 /// `Child` with the text the init sent over the sync socket.
@@ -23,6 +24,10 @@ pub enum ProcessError {
     NotFound(String),
     #[error("refusing to execute {0}: it resolves to the berth binary (CVE-2019-5736 class)")]
     SelfExec(String),
+    #[error("{program} is a script for {interp}, which is not in the container or not executable: fix its #! line or add {interp} to the image")]
+    NoInterpreter { program: String, interp: String },
+    #[error("{program} needs the program loader {interp}, which is not in the container or not executable: the image lacks the C library the program was built for, or the program is for another architecture")]
+    NoLoader { program: String, interp: String },
     #[error("{0}")]
     Invalid(String),
 }
