@@ -82,6 +82,10 @@ pub struct State {
     /// The subset berth created and removes at delete.
     #[serde(default)]
     pub cgroups_created: Vec<PathBuf>,
+    /// Their parents berth created, outermost first: removed at delete unless
+    /// another container's cgroup is in them.
+    #[serde(default)]
+    pub cgroup_parents_created: Vec<PathBuf>,
     /// Whether the container has its own pid namespace (kill --all, delete).
     pub own_pidns: bool,
     /// Whether the container created its own mount namespace: without a pid

@@ -57,7 +57,8 @@ fn cgroup_limits_are_applied_and_removed() {
         format!("/sys/fs/cgroup/pids{path}")
     };
     assert!(!std::path::Path::new(&leaf).exists(), "cgroup removed");
-    // The test's parent directory is ours to remove (berth keeps parents).
+    // berth removes the parent it made unless another test's container is in
+    // it; then that one is left to clean up here.
     for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let _ = std::fs::remove_dir(e.path().join("berth-test"));
     }
@@ -123,6 +124,66 @@ fn existing_cgroup_is_joined_and_kept_new_ones_are_not_leaked() {
     b.config["linux"]["cgroupsPath"] = "/berth-test/../../escape".into();
     let o = b.create(&id);
     assert_clean_failure(&b, &id, &o, "`..` is not allowed");
+}
+
+/// Every hierarchy's root: /sys/fs/cgroup on v2, each mounted one on v1
+/// (co-mounted controllers are symlinks to theirs, skipped).
+fn hierarchies() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.procs").exists() {
+        return vec![root.into()];
+    }
+    std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|p| p.join("cgroup.procs").exists())
+        .collect()
+}
+
+#[test]
+fn nested_cgroups_path_parents_berth_made_go_at_delete() {
+    let mut b = Bundle::new("cgnest", &["sleep", "30"]);
+    let top = b.id("nest");
+    // A relative cgroupsPath goes under berth's own subtree.
+    let at = |h: &std::path::Path, rel: &str| h.join("berth").join(&top).join(rel);
+    // `top` exists before in the pids hierarchy only: there it must stay.
+    let pids_top = pids_dir(&format!("/berth/{top}"));
+    std::fs::create_dir_all(&pids_top).unwrap();
+    let one = b.id("one");
+    b.config["linux"]["cgroupsPath"] = format!("{top}/x/one").into();
+    assert!(b.create(&one).status.success(), "{}", b.output_of(&one));
+    assert!(b.berth(&["delete", "--force", &one]).status.success());
+    for h in hierarchies() {
+        let left = if at(&h, "") == pids_top {
+            at(&h, "x")
+        } else {
+            at(&h, "")
+        };
+        assert!(!left.exists(), "{} left behind", left.display());
+    }
+    assert!(pids_top.is_dir(), "a parent that existed before must stay");
+
+    // A parent berth made for one container stays while another's cgroup is in it.
+    let two = b.id("two");
+    let three = b.id("three");
+    b.config["linux"]["cgroupsPath"] = format!("{top}/x/two").into();
+    assert!(b.create(&two).status.success(), "{}", b.output_of(&two));
+    b.config["linux"]["cgroupsPath"] = format!("{top}/x/three").into();
+    assert!(b.create(&three).status.success(), "{}", b.output_of(&three));
+    assert!(b.berth(&["delete", "--force", &two]).status.success());
+    for h in hierarchies() {
+        assert!(!at(&h, "x/two").exists());
+        assert!(at(&h, "x/three").is_dir(), "{}: in use", h.display());
+    }
+    assert_eq!(b.status(&three), "created");
+    assert!(b.berth(&["delete", "--force", &three]).status.success());
+    // `x` was made for `two`, so `three`'s delete leaves it: ours to remove.
+    for h in hierarchies() {
+        let _ = std::fs::remove_dir(at(&h, "x"));
+        let _ = std::fs::remove_dir(at(&h, ""));
+    }
 }
 
 #[test]

@@ -286,3 +286,26 @@ fn gc_removes_the_container_of_a_killed_berth_run() {
     let alive = berth::state::proc_stat(init).is_some_and(|(st, _)| st != b'Z' && st != b'X');
     assert!(!alive, "the container's init {init} was killed");
 }
+
+/// A `slurm-create` killed while creating its container leaves its `.ID.lock`
+/// beside the bundles: gc removes it, but never the lock of a step that is
+/// creating its container now.
+#[test]
+fn gc_removes_the_creation_lock_of_a_killed_slurm_create_not_a_held_one() {
+    let env = Env::new(&[], &[]);
+    let bundles = berth::cli::image_run::bundles_dir();
+    std::fs::create_dir_all(&bundles).unwrap();
+    let job = std::process::id();
+    let left = bundles.join(format!(".slurm-{job}.0.lock"));
+    let held = bundles.join(format!(".slurm-{job}.1.lock"));
+    std::fs::write(&left, "").unwrap();
+    let holder = hold_lock(&held);
+    env.ok(&["gc"]);
+    // Checked before cleaning up, so a failure leaves nothing behind.
+    let (gone, kept) = (!left.exists(), held.exists());
+    drop(holder);
+    let _ = std::fs::remove_file(&held);
+    let _ = std::fs::remove_file(&left);
+    assert!(gone, "the free lock {} was left", left.display());
+    assert!(kept, "a held creation lock must stay");
+}

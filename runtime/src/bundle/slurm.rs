@@ -174,6 +174,39 @@ pub fn delete_stale(except: Option<&str>) -> Vec<String> {
             }
         }
     }
+    for lock in remove_free_id_locks(&bundles_dir(), except) {
+        tracing::info!(lock = %lock.display(), "removed the lock of a killed slurm-create");
+    }
+    removed
+}
+
+/// Removes the creation locks ([`id_lock_path`]) in `dir` that nobody holds:
+/// a `slurm-create` killed while creating leaves its file behind, while a live
+/// one holds its lock until it removes the file itself. `except`'s lock is the
+/// caller's to take. Returns the files removed.
+fn remove_free_id_locks(dir: &Path, except: Option<&str>) -> Vec<PathBuf> {
+    let names = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok());
+    let mut removed = Vec::new();
+    for name in names {
+        let id = name.strip_prefix('.').and_then(|n| n.strip_suffix(".lock"));
+        if !id.is_some_and(|id| id.starts_with("slurm-") && Some(id) != except) {
+            continue;
+        }
+        let path = dir.join(&name);
+        match crate::store::lock::remove_if_free(&path) {
+            Ok(true) => removed.push(path),
+            Ok(false) => {} // held: that container is being created now
+            Err(e) => tracing::warn!(
+                lock = %path.display(),
+                error = %e,
+                "cannot check a creation lock: remove it once no step creates that container"
+            ),
+        }
+    }
     removed
 }
 
@@ -598,7 +631,43 @@ pub fn delete(id: &str) -> Result<(), BundleError> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_named;
+    use super::{is_named, remove_free_id_locks};
+    use std::io::BufRead;
+
+    #[test]
+    fn free_creation_locks_go_held_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = |id: &str| dir.path().join(format!(".{id}.lock"));
+        // A killed slurm-create's: the file, and no holder.
+        std::fs::write(lock("slurm-1.0"), "").unwrap();
+        // The caller's own, and a lock that is not a container's.
+        std::fs::write(lock("slurm-3.0"), "").unwrap();
+        std::fs::write(lock("other"), "").unwrap();
+        // Held by another process, as by a step creating its container: the
+        // shell's fd 9 keeps the lock once flock(1) has taken it, and stays
+        // open in the exec'd sleep, so one process holds it.
+        let script = format!(
+            "exec 9>'{}' && flock 9 && echo held && exec sleep 60",
+            lock("slurm-2.0").display()
+        );
+        let mut holder = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let removed = remove_free_id_locks(dir.path(), Some("slurm-3.0"));
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert_eq!(line.trim(), "held");
+        assert_eq!(removed, [lock("slurm-1.0")]);
+        assert!(!lock("slurm-1.0").exists());
+        assert!(lock("slurm-2.0").exists(), "a held lock must stay");
+        assert!(lock("slurm-3.0").exists() && lock("other").exists());
+    }
 
     #[test]
     fn named_and_step_ids_are_told_apart_even_with_dots_in_names() {

@@ -32,27 +32,65 @@ pub enum CgroupError {
 
 /// Where a container was placed: every directory it joins, and those berth
 /// made for it (only these are removed at delete; an existing cgroupsPath,
-/// made by a caller such as Podman or systemd, is joined and left alone).
+/// made by a caller such as Podman or systemd, is joined and left alone, and
+/// so is every parent that existed before).
+///
+/// A parent berth made is removed by the delete of the container it was made
+/// for, unless another container's cgroup is in it by then; that container did
+/// not make it, so its own delete leaves it too.
 #[derive(Debug, Default, Clone)]
 pub struct Placement {
     /// Directories the container's processes are added to.
     pub dirs: Vec<PathBuf>,
     /// The subset berth created.
     pub created: Vec<PathBuf>,
+    /// The parents of `created` berth created on the way, outermost first.
+    pub parents: Vec<PathBuf>,
 }
 
+/// How often a `mkdir -p` starts again after a parent vanished under it.
+const MKDIR_TRIES: u32 = 10;
+
 impl Placement {
-    /// Adds `dir`, noting whether berth is about to create it.
-    pub(crate) fn push(&mut self, dir: PathBuf) {
-        if !dir.exists() {
-            self.created.push(dir.clone());
+    /// `mkdir -p base/rel` and join it, noting every level berth creates;
+    /// `init(parent, new)` prepares each new level.
+    pub(crate) fn make(
+        &mut self,
+        base: &Path,
+        rel: &Path,
+        init: impl Fn(&Path, &Path),
+    ) -> Result<(), CgroupError> {
+        let leaf = base.join(rel);
+        self.dirs.push(leaf.clone());
+        let mut tries = 0;
+        'again: loop {
+            tries += 1;
+            let mut cur = base.to_path_buf();
+            for c in rel.components() {
+                let parent = cur.clone();
+                cur.push(c);
+                match std::fs::create_dir(&cur) {
+                    Ok(()) if cur == leaf => self.created.push(cur.clone()),
+                    // Made again after a retry: already noted.
+                    Ok(()) if self.parents.contains(&cur) => {}
+                    Ok(()) => self.parents.push(cur.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    // Another container's delete removed a parent it had made
+                    // between our steps: walk down again.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < MKDIR_TRIES => {
+                        continue 'again
+                    }
+                    Err(e) => return Err(io(&cur)(e)),
+                }
+                init(&parent, &cur);
+            }
+            return Ok(());
         }
-        self.dirs.push(dir);
     }
 
     /// Undoes a setup that failed half-way, then passes the error on.
     pub(crate) fn undo(&self, e: CgroupError) -> CgroupError {
-        let _ = remove(&self.created);
+        let _ = remove(&self.created, &self.parents);
         e
     }
 }
@@ -143,10 +181,12 @@ pub fn procs(dirs: &[PathBuf]) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// Remove the directories berth created (the processes must be gone). A
-/// directory still busy after a grace period is an error, so the caller keeps
-/// the state that names it instead of forgetting a live cgroup.
-pub fn remove(dirs: &[PathBuf]) -> Result<(), CgroupError> {
+/// Remove the directories berth created (the processes must be gone), then
+/// the `parents` it created for them, innermost first. A directory still busy
+/// after a grace period is an error, so the caller keeps the state that names
+/// it instead of forgetting a live cgroup. A parent that cannot go at once
+/// holds another container's cgroup (rmdir fails with EBUSY) and stays.
+pub fn remove(dirs: &[PathBuf], parents: &[PathBuf]) -> Result<(), CgroupError> {
     let mut busy = None;
     for d in dirs {
         let mut gone = false;
@@ -165,7 +205,13 @@ pub fn remove(dirs: &[PathBuf]) -> Result<(), CgroupError> {
             busy = Some(d.clone());
         }
     }
-    busy.map_or(Ok(()), |d| Err(CgroupError::Busy(d)))
+    if let Some(d) = busy {
+        return Err(CgroupError::Busy(d));
+    }
+    for p in parents.iter().rev() {
+        let _ = std::fs::remove_dir(p);
+    }
+    Ok(())
 }
 
 pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
@@ -190,4 +236,55 @@ pub(crate) fn check_unsupported(r: &LinuxResources) -> Result<(), CgroupError> {
         return Err(CgroupError::Unsupported("linux.resources.rdma".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Plain directories stand in for a hierarchy: rmdir of a non-empty one
+    // fails (ENOTEMPTY where cgroupfs says EBUSY), which is all `remove` needs.
+
+    #[test]
+    fn parents_berth_made_go_with_the_cgroup_unless_existing_or_in_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        std::fs::create_dir(base.join("old")).unwrap();
+        let mut one = Placement::default();
+        one.make(base, Path::new("old/a/b/c"), |_, _| {}).unwrap();
+        assert_eq!(one.dirs, [base.join("old/a/b/c")]);
+        assert_eq!(one.created, [base.join("old/a/b/c")]);
+        assert_eq!(one.parents, [base.join("old/a"), base.join("old/a/b")]);
+        remove(&one.created, &one.parents).unwrap();
+        assert!(!base.join("old/a").exists(), "parents berth made are gone");
+        assert!(base.join("old").is_dir(), "a parent that existed stays");
+
+        one.make(base, Path::new("old/a/b/c"), |_, _| {}).unwrap();
+        // Another container's cgroup in a parent the first one made.
+        let mut two = Placement::default();
+        two.make(base, Path::new("old/a/d"), |_, _| {}).unwrap();
+        assert!(two.parents.is_empty(), "{:?}", two.parents);
+        remove(&one.created, &one.parents).unwrap();
+        assert!(!base.join("old/a/b").exists());
+        assert!(base.join("old/a/d").is_dir(), "a parent in use stays");
+    }
+
+    #[test]
+    fn a_parent_removed_under_a_create_is_made_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        let first = std::cell::Cell::new(true);
+        let mut p = Placement::default();
+        p.make(base, Path::new("a/b"), |_, new| {
+            // Another container's delete removes the parent just made.
+            if first.replace(false) {
+                std::fs::remove_dir(new).unwrap();
+            }
+        })
+        .unwrap();
+        assert!(base.join("a/b").is_dir());
+        assert_eq!(p.parents, [base.join("a")]);
+        remove(&p.created, &p.parents).unwrap();
+        assert!(!base.join("a").exists());
+    }
 }

@@ -30,8 +30,9 @@ pub fn setup(
         if !e.file_type().is_ok_and(|t| t.is_dir()) || !hier.join("cgroup.procs").exists() {
             continue;
         }
-        placed.push(hier.join(rel));
-        mkdir(&hier, rel).map_err(|e| placed.undo(e))?;
+        placed
+            .make(&hier, rel, copy_cpusets)
+            .map_err(|e| placed.undo(e))?;
     }
     if let Some(r) = res {
         apply_to(rel, r, devs).map_err(|e| placed.undo(e))?;
@@ -39,32 +40,14 @@ pub fn setup(
     Ok(placed)
 }
 
-/// mkdir -p, copying cpuset.cpus/mems down each new level: a cpuset
-/// cgroup with empty sets refuses tasks.
-fn mkdir(hier: &Path, rel: &Path) -> Result<(), CgroupError> {
-    let mut cur = hier.to_path_buf();
-    for c in rel.components() {
-        let parent = cur.clone();
-        cur.push(c);
-        if cur.exists() {
-            continue;
-        }
-        std::fs::create_dir(&cur)
-            .or_else(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(io(&cur))?;
-        for f in ["cpuset.cpus", "cpuset.mems"] {
-            if let Ok(v) = std::fs::read_to_string(parent.join(f)) {
-                let _ = std::fs::write(cur.join(f), v.trim());
-            }
+/// Copies cpuset.cpus/mems down to a new level: a cpuset cgroup with empty
+/// sets refuses tasks (other hierarchies have no such files).
+fn copy_cpusets(parent: &Path, new: &Path) {
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        if let Ok(v) = std::fs::read_to_string(parent.join(f)) {
+            let _ = std::fs::write(new.join(f), v.trim());
         }
     }
-    Ok(())
 }
 
 fn dir(ctrl: &str, rel: &Path) -> PathBuf {

@@ -1,6 +1,6 @@
 //! cgroup v2 (unified): one directory, controllers enabled in every parent.
 
-use super::{check_unsupported, io, write, CgroupError, Placement};
+use super::{check_unsupported, write, CgroupError, Placement};
 use oci_spec::runtime::{LinuxDevice, LinuxResources};
 use std::path::{Path, PathBuf};
 
@@ -27,8 +27,9 @@ pub fn setup(
     }
     let d = Path::new(ROOT).join(rel);
     let mut placed = Placement::default();
-    placed.push(d.clone());
-    std::fs::create_dir_all(&d).map_err(|e| placed.undo(io(&d)(e)))?;
+    placed
+        .make(Path::new(ROOT), rel, |_, _| {})
+        .map_err(|e| placed.undo(e))?;
     if let Some(r) = res {
         // Enable what we need from the root down to our parent.
         let mut cur = PathBuf::from(ROOT);

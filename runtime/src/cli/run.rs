@@ -56,7 +56,8 @@ pub fn run(cli: Cli) -> crate::Result<i32> {
             let euid = nix::unistd::geteuid();
             let rootless = !euid.is_root() || cli.rootless.as_deref() == Some("true");
             let ids = rootless.then(|| (euid.as_raw(), nix::unistd::getegid().as_raw()));
-            super::spec::write(&bundle, ids).map_err(container::ContainerError::Other)?;
+            super::spec::write(&bundle, ids)
+                .map_err(|e| container::ContainerError::Other(e.to_string()))?;
             Ok(0)
         }
         Cmd::Features => {

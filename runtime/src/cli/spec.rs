@@ -1,95 +1,137 @@
-//! `berth spec`: writes a starting `config.json`, shaped like `runc spec`'s
-//! (the namespaces, mounts, masked paths and three capabilities every OCI
-//! runtime user knows), for an unprivileged user with a user namespace mapping
-//! their own ids to root.
+//! `berth spec`: writes a starting `config.json`: oci-spec's default
+//! configuration (the shape of `runc spec`), or its rootless one for an
+//! unprivileged user (a user namespace mapping their own ids to root, no
+//! network namespace, the host's /sys bound read-only), with only berth's
+//! deliberate differences applied on top.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde_json::Value;
+
+/// Errors writing the starting configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{} exists: remove it first", .0.display())]
+    Exists(PathBuf),
+    #[error("cannot write {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where the default configuration mounts the cgroup filesystem.
+const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 
 /// The default configuration; `rootless` gives the (uid, gid) to map to 0.
 pub fn default_spec(rootless: Option<(u32, u32)>) -> Value {
-    let mut c = json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": 0, "gid": 0},
-            "args": ["sh"],
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
-            "cwd": "/",
-            "capabilities": {
-                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-            },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true
-        },
-        "root": {"path": "rootfs", "readonly": true},
-        "hostname": "berth",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
-        ],
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        }
-    });
-    if let Some((uid, gid)) = rootless {
-        // A user namespace instead of a network namespace (a new one would
-        // have no usable sysfs, so /sys is the host's, bound read-only); no
-        // gid=5 on devpts, since the unmapped tty group cannot be set.
-        c["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}]);
-        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
-        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
-        c["mounts"][2]["options"] = json!([
-            "nosuid",
-            "noexec",
-            "newinstance",
-            "ptmxmode=0666",
-            "mode=0620"
-        ]);
-        c["mounts"][5] = json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+    let mut spec = match rootless {
+        Some((uid, gid)) => Spec::rootless(uid, gid),
+        None => Spec::default(),
+    };
+    // oci-spec's default names the container after youki.
+    spec.set_hostname(Some("berth".into()));
+    if let Some(process) = spec.process_mut() {
+        // No inheritable set: it lets a program run as a non-root user keep
+        // the capabilities (CVE-2022-29162, which `runc spec` fixed the same
+        // way). No ambient set either: an ambient capability must also be
+        // inheritable, so it could not be raised and every start would warn.
+        let mut caps = process.capabilities().clone().unwrap_or_default();
+        caps.set_inheritable(None);
+        caps.set_ambient(None);
+        process.set_capabilities(Some(caps));
     }
-    c
+    // No /sys/fs/cgroup mount: on a cgroup v1 host it is a tmpfs plus one bind
+    // per hierarchy, more mounts than the rest of the config together, for a
+    // starting container that does not need to see its cgroups.
+    if let Some(mounts) = spec.mounts_mut() {
+        mounts.retain(|m| m.destination() != Path::new(CGROUP_MOUNT));
+    }
+    if let Some(ns) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
+    {
+        // No cgroup namespace (`runc spec`'s five namespaces): berth moves the
+        // init into its cgroup after cloning it, so a cgroup namespace made
+        // with the init would be rooted at the caller's cgroup, not the
+        // container's, once a cgroupsPath is added.
+        ns.retain(|n| n.typ() != LinuxNamespaceType::Cgroup);
+    }
+    serde_json::to_value(&spec).expect("spec serializes")
 }
 
 /// Writes `bundle/config.json`; refuses to overwrite one (as runc does).
-pub fn write(bundle: &Path, rootless: Option<(u32, u32)>) -> Result<(), String> {
+pub fn write(bundle: &Path, rootless: Option<(u32, u32)>) -> Result<(), SpecError> {
     let path = bundle.join("config.json");
     let text = serde_json::to_string_pretty(&default_spec(rootless)).expect("spec serializes");
+    let io = |source| SpecError::Io {
+        path: path.clone(),
+        source,
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                format!("{} exists: remove it first", path.display())
-            }
-            _ => format!("cannot write {}: {e}", path.display()),
+            std::io::ErrorKind::AlreadyExists => SpecError::Exists(path.clone()),
+            _ => io(e),
         })?;
-    std::io::Write::write_all(&mut f, text.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_spec::runtime::Capability;
+
+    fn parsed(rootless: Option<(u32, u32)>) -> Spec {
+        serde_json::from_value(default_spec(rootless)).unwrap()
+    }
 
     #[test]
-    fn the_default_spec_is_valid_oci() {
+    fn the_spec_is_oci_specs_but_for_berths_differences() {
         for rootless in [None, Some((4242, 4243))] {
-            let spec: oci_spec::runtime::Spec =
-                serde_json::from_value(default_spec(rootless)).unwrap();
+            let spec = parsed(rootless);
+            let mut want = rootless.map_or_else(Spec::default, |(u, g)| Spec::rootless(u, g));
+            // Everything but what `berths_differences_are_applied` checks.
+            want.set_hostname(spec.hostname().clone());
+            let caps = spec.process().as_ref().unwrap().capabilities().clone();
+            want.process_mut().as_mut().unwrap().set_capabilities(caps);
+            want.mounts_mut()
+                .as_mut()
+                .unwrap()
+                .retain(|m| m.destination() != Path::new(CGROUP_MOUNT));
+            let linux = want.linux_mut().as_mut().unwrap();
+            linux
+                .namespaces_mut()
+                .as_mut()
+                .unwrap()
+                .retain(|n| n.typ() != LinuxNamespaceType::Cgroup);
+            assert_eq!(spec, want, "rootless: {rootless:?}");
+        }
+    }
+
+    #[test]
+    fn berths_differences_are_applied() {
+        for rootless in [None, Some((4242, 4243))] {
+            let spec = parsed(rootless);
+            assert_eq!(spec.hostname().as_deref(), Some("berth"));
             let linux = spec.linux().as_ref().unwrap();
             assert_eq!(linux.uid_mappings().is_some(), rootless.is_some());
+            let ns = linux.namespaces().clone().unwrap();
+            assert!(ns.iter().all(|n| n.typ() != LinuxNamespaceType::Cgroup));
+            assert!(spec
+                .mounts()
+                .iter()
+                .flatten()
+                .all(|m| m.destination() != Path::new(CGROUP_MOUNT)));
+            let process = spec.process().as_ref().unwrap();
+            let caps = process.capabilities().as_ref().unwrap();
+            assert!(caps.inheritable().is_none() && caps.ambient().is_none());
+            let bounding = caps.bounding().clone().unwrap();
+            assert!(bounding.contains(&Capability::Kill) && bounding.len() == 3);
         }
     }
 
@@ -97,7 +139,7 @@ mod tests {
     fn an_existing_config_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), None).unwrap();
-        let err = write(dir.path(), None).unwrap_err();
+        let err = write(dir.path(), None).unwrap_err().to_string();
         assert!(err.contains("exists: remove it first"), "{err}");
     }
 }

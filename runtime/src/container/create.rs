@@ -45,7 +45,7 @@ impl Drop for Cleanup {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(Pid::from_raw(p), None);
         }
-        if let Err(e) = crate::cgroups::remove(&self.cgroups.created) {
+        if let Err(e) = crate::cgroups::remove(&self.cgroups.created, &self.cgroups.parents) {
             crate::log::warn(&e.to_string());
         }
         if let Some(p) = &self.pid_file {
@@ -244,6 +244,7 @@ fn record(
         hooks: spec.hooks().clone(),
         cgroups: cleanup.cgroups.dirs.clone(),
         cgroups_created: cleanup.cgroups.created.clone(),
+        cgroup_parents_created: cleanup.cgroups.parents.clone(),
         own_pidns: plan.has(CloneFlags::CLONE_NEWPID),
         own_mntns: plan.creates(CloneFlags::CLONE_NEWNS),
     };

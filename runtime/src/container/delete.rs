@@ -41,7 +41,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> crate::Result<()> {
         }
     }
     // A cgroup we cannot remove keeps the state, so a later delete retries.
-    crate::cgroups::remove(&st.cgroups_created)?;
+    crate::cgroups::remove(&st.cgroups_created, &st.cgroup_parents_created)?;
     State::remove(root, id)?;
     if let Some(h) = st.hooks.as_ref().and_then(|h| h.poststop().clone()) {
         let state = serde_json::to_string(&st.oci(Status::Stopped)).expect("state serializes");

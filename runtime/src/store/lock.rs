@@ -72,6 +72,13 @@ pub fn try_lock(path: &Path) -> io::Result<Option<Lock>> {
     }
 }
 
+/// Deletes the lock file at `path` when nobody holds its lock; true when it
+/// did. A held lock is never touched, and a waiter that opened the file
+/// before it went locks a fresh one instead (see [`try_lock`]).
+pub fn remove_if_free(path: &Path) -> io::Result<bool> {
+    Ok(try_lock(path)?.map(Lock::remove).is_some())
+}
+
 /// Takes the lock, polling until `timeout`; Ok(None) when it timed out.
 /// Polling (rather than a blocking flock) keeps the wait bounded on every
 /// filesystem, including NFS where a blocking lock may not be interruptible.
