@@ -118,40 +118,66 @@ fn mkdir_all_depth(
         Err(_) => {}
     }
     let comps: Vec<_> = path.components().collect();
-    let mut cur = PathBuf::new();
-    let mut fd = open_in_root(root, Path::new("."))?;
-    for (i, comp) in comps.iter().enumerate() {
-        let parent = cur.clone();
-        cur.push(comp);
-        match open_in_root(root, &cur) {
-            Ok(f) => fd = f,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let n = name_of(&cur)?;
-                // SAFETY: fd is a valid directory fd and n a valid C string.
-                let r = unsafe { libc::mkdirat(fd.as_raw_fd(), n.as_ptr(), mode) };
-                if r == 0 {
-                    fd = open_in_root(root, &cur)?;
-                    continue;
-                }
-                if io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
-                    return Err(io::Error::last_os_error());
-                }
-                // Exists but does not resolve: a dangling symlink.
-                let target = readlinkat(&fd, &n)?;
-                let mut next = if target.is_absolute() {
-                    rel(&target)
-                } else {
-                    parent.join(&target)
-                };
-                for c in &comps[i + 1..] {
-                    next.push(c);
-                }
-                return mkdir_all_depth(root, &normalize(&next), mode, depth + 1);
-            }
+    // Up to the deepest ancestor that resolves (usually the parent: one
+    // lookup), then down again creating each missing directory.
+    let mut have = comps.len();
+    let mut fd = loop {
+        if have == 0 {
+            break open_in_root(root, Path::new("."))?;
+        }
+        have -= 1;
+        let prefix: PathBuf = comps[..have].iter().collect();
+        match open_in_root(root, &prefix) {
+            Ok(f) => break f,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
+    };
+    for i in have..comps.len() {
+        let name = name_of(Path::new(comps[i].as_os_str()))?;
+        // SAFETY: fd is a valid directory fd and name a valid C string.
+        if unsafe { libc::mkdirat(fd.as_raw_fd(), name.as_ptr(), mode) } == 0 {
+            // Ours, made just now, so opening it by name from its parent
+            // needs no root-confined lookup; O_NOFOLLOW|O_DIRECTORY still
+            // refuse anything that is not that directory.
+            fd = openat_dir(&fd, &name)?;
+            continue;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+            return Err(io::Error::last_os_error());
+        }
+        // Exists but did not resolve: a dangling symlink. Follow it by
+        // re-rooting its target, never by letting the kernel walk it.
+        let target = readlinkat(&fd, &name)?;
+        let parent: PathBuf = comps[..i].iter().collect();
+        let mut next = if target.is_absolute() {
+            rel(&target)
+        } else {
+            parent.join(&target)
+        };
+        for c in &comps[i + 1..] {
+            next.push(c);
+        }
+        return mkdir_all_depth(root, &normalize(&next), mode, depth + 1);
     }
     Ok(fd)
+}
+
+/// O_PATH fd of the directory `name` in `dir`, never through a symlink.
+fn openat_dir(dir: &OwnedFd, name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: valid fd and C string; the result is a fresh fd we own.
+    let r = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: r is a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
 fn readlinkat(dir: &OwnedFd, name: &std::ffi::CStr) -> io::Result<PathBuf> {
@@ -227,4 +253,59 @@ pub fn parent_and_name(root: BorrowedFd<'_>, path: &Path) -> io::Result<(OwnedFd
     let path = rel(path);
     let parent = mkdir_all(root, path.parent().unwrap_or(Path::new("")), 0o755)?;
     Ok((parent, name_of(&path)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn root() -> (tempfile::TempDir, OwnedFd) {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = std::fs::File::open(dir.path()).unwrap().into();
+        (dir, fd)
+    }
+
+    fn points_at(fd: &OwnedFd) -> PathBuf {
+        std::fs::read_link(fd_path(fd)).unwrap()
+    }
+
+    #[test]
+    fn mkdir_all_makes_what_is_missing_and_opens_the_rest() {
+        let (dir, r) = root();
+        let want = dir.path().canonicalize().unwrap().join("a/b/c");
+        let fd = mkdir_all(r.as_fd(), Path::new("/a/b/c"), 0o755).unwrap();
+        assert!(want.is_dir());
+        assert_eq!(points_at(&fd), want);
+        // Existing: opened, not made again; a deeper one starts from there.
+        assert_eq!(points_at(&mkdir_all(r.as_fd(), Path::new("a/b/c"), 0o755).unwrap()), want);
+        let fd = mkdir_all(r.as_fd(), Path::new("a/b/c/d"), 0o755).unwrap();
+        assert_eq!(points_at(&fd), want.join("d"));
+    }
+
+    #[test]
+    fn dangling_symlinks_are_followed_inside_the_root() {
+        let (dir, r) = root();
+        let base = dir.path().canonicalize().unwrap();
+        let host = format!("/berth-resolve-test-{}", std::process::id());
+        std::os::unix::fs::symlink(&host, base.join("abs")).unwrap();
+        let fd = mkdir_all(r.as_fd(), Path::new("abs/x"), 0o755).unwrap();
+        assert_eq!(points_at(&fd), base.join(&host[1..]).join("x"));
+        assert!(!Path::new(&host).exists(), "made on the host");
+        std::fs::create_dir(base.join("a")).unwrap();
+        std::os::unix::fs::symlink("../../../rel", base.join("a/l")).unwrap();
+        let fd = mkdir_all(r.as_fd(), Path::new("a/l/z"), 0o755).unwrap();
+        assert_eq!(points_at(&fd), base.join("rel/z"));
+    }
+
+    #[test]
+    fn a_file_on_the_way_is_an_error_and_loops_end() {
+        let (dir, r) = root();
+        std::fs::write(dir.path().join("f"), "").unwrap();
+        let e = mkdir_all(r.as_fd(), Path::new("f/g"), 0o755).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+        std::os::unix::fs::symlink("/loop", dir.path().join("loop")).unwrap();
+        let e = mkdir_all(r.as_fd(), Path::new("loop/x"), 0o755).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+    }
 }

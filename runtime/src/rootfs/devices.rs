@@ -7,7 +7,7 @@ use super::{Ctx, RootfsError};
 use crate::resolve;
 use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// A device to create.
@@ -82,18 +82,73 @@ fn ierr<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 
 /// Create all devices and the standard /dev symlinks.
 pub fn create_all(ctx: &Ctx<'_>, root: &OwnedFd, devs: &[Dev]) -> Result<(), RootfsError> {
-    for d in devs {
-        if ctx.userns {
+    let mut parents = Parents::default();
+    if ctx.userns {
+        for d in devs {
             bind_host(root, d)?;
-        } else {
-            mknod(root, d)?;
+        }
+    } else {
+        // Modes exactly as configured, with no chmod after each mknod.
+        let _umask = Umask::zero();
+        for d in devs {
+            mknod(&mut parents, root, d)?;
         }
     }
-    symlinks(root)
+    symlinks(&mut parents, root)
 }
 
-fn mknod(root: &OwnedFd, d: &Dev) -> Result<(), RootfsError> {
-    let (parent, name) = resolve::parent_and_name(root.as_fd(), &d.path)
+/// Parent directories resolved (and made) inside the root, kept for the
+/// next node or link in the same directory: nearly all are in /dev.
+#[derive(Default)]
+struct Parents(Vec<(PathBuf, OwnedFd, bool)>);
+
+impl Parents {
+    /// The parent fd of `path`, whether that directory is setgid (its new
+    /// entries take its group), and the final name.
+    fn of(
+        &mut self,
+        root: &OwnedFd,
+        path: &Path,
+    ) -> std::io::Result<(BorrowedFd<'_>, bool, std::ffi::CString)> {
+        let name = path
+            .file_name()
+            .and_then(|n| std::ffi::CString::new(n.as_encoded_bytes()).ok())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let i = match self.0.iter().position(|(p, _, _)| *p == dir) {
+            Some(i) => i,
+            None => {
+                let fd = resolve::mkdir_all(root.as_fd(), &dir, 0o755)?;
+                let st = nix::sys::stat::fstat(&fd)?;
+                self.0.push((dir, fd, st.st_mode & libc::S_ISGID != 0));
+                self.0.len() - 1
+            }
+        };
+        let (_, fd, setgid) = &self.0[i];
+        Ok((fd.as_fd(), *setgid, name))
+    }
+}
+
+/// The process umask set to 0 while it lives, restored on drop.
+struct Umask(libc::mode_t);
+
+impl Umask {
+    fn zero() -> Umask {
+        // SAFETY: umask cannot fail; the init is single-threaded.
+        Umask(unsafe { libc::umask(0) })
+    }
+}
+
+impl Drop for Umask {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::umask(self.0) };
+    }
+}
+
+fn mknod(parents: &mut Parents, root: &OwnedFd, d: &Dev) -> Result<(), RootfsError> {
+    let (parent, setgid, name) = parents
+        .of(root, &d.path)
         .map_err(ierr("create device parent", &d.path))?;
     let fmt = match d.kind {
         'b' => libc::S_IFBLK,
@@ -101,34 +156,44 @@ fn mknod(root: &OwnedFd, d: &Dev) -> Result<(), RootfsError> {
         _ => libc::S_IFCHR,
     };
     let dev = libc::makedev(d.major as u32, d.minor as u32);
-    // SAFETY: parent is a directory fd and name a valid C string.
-    unsafe {
+    let node = || {
+        // SAFETY: parent is a directory fd and name a valid C string.
+        unsafe { libc::mknodat(parent.as_raw_fd(), name.as_ptr(), fmt | d.mode, dev) == 0 }
+    };
+    if !node() {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(ierr("mknod", &d.path)(e));
+        }
         // Replace whatever the image had at that name (a node, a file, or a
         // symlink pointing at the host); unlinkat never follows symlinks.
-        libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0);
-        if libc::mknodat(parent.as_raw_fd(), name.as_ptr(), fmt | d.mode, dev) != 0 {
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0) };
+        if !node() {
             return Err(ierr("mknod", &d.path)(std::io::Error::last_os_error()));
         }
-        if libc::fchownat(
-            parent.as_raw_fd(),
-            name.as_ptr(),
-            d.uid,
-            d.gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        ) != 0
-        {
-            return Err(ierr("chown device", &d.path)(
-                std::io::Error::last_os_error(),
-            ));
-        }
     }
-    // mknod applies the umask; set the exact mode the config asked for.
-    let fd = resolve::open_in_root(root.as_fd(), &d.path).map_err(ierr("open device", &d.path))?;
-    std::fs::set_permissions(
-        resolve::fd_path(&fd),
-        std::os::unix::fs::PermissionsExt::from_mode(d.mode),
-    )
-    .map_err(ierr("chmod device", &d.path))
+    // A new node is ours, in our group unless the directory is setgid.
+    let owned = d.uid == nix::unistd::geteuid().as_raw()
+        && d.gid == nix::unistd::getegid().as_raw()
+        && !setgid;
+    // SAFETY: valid fd and C string; AT_SYMLINK_NOFOLLOW on the node we made.
+    if !owned
+        && unsafe {
+            libc::fchownat(
+                parent.as_raw_fd(),
+                name.as_ptr(),
+                d.uid,
+                d.gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } != 0
+    {
+        return Err(ierr("chown device", &d.path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 fn bind_host(root: &OwnedFd, d: &Dev) -> Result<(), RootfsError> {
@@ -148,7 +213,7 @@ fn bind_host(root: &OwnedFd, d: &Dev) -> Result<(), RootfsError> {
     })
 }
 
-fn symlinks(root: &OwnedFd) -> Result<(), RootfsError> {
+fn symlinks(parents: &mut Parents, root: &OwnedFd) -> Result<(), RootfsError> {
     let mut links = vec![
         ("/proc/self/fd", "/dev/fd"),
         ("/proc/self/fd/0", "/dev/stdin"),
@@ -161,8 +226,7 @@ fn symlinks(root: &OwnedFd) -> Result<(), RootfsError> {
     }
     for (target, link) in links {
         let link = Path::new(link);
-        let (parent, name) =
-            resolve::parent_and_name(root.as_fd(), link).map_err(ierr("create /dev", link))?;
+        let (parent, _, name) = parents.of(root, link).map_err(ierr("create /dev", link))?;
         let t = std::ffi::CString::new(target).expect("static string");
         // SAFETY: valid fd and C strings.
         if unsafe { libc::symlinkat(t.as_ptr(), parent.as_raw_fd(), name.as_ptr()) } != 0 {
