@@ -27,11 +27,29 @@ pub fn none() -> LinuxCapabilities {
     c
 }
 
+/// The highest capability this kernel knows. Probed with PR_CAPBSET_READ
+/// (EINVAL above it; capability numbers are contiguous) rather than read
+/// from /proc/sys/kernel/cap_last_cap: the init asks after pivot_root, when
+/// /proc is the container's own (a fresh procfs, slow to look into the
+/// first time, and not mounted at all in some configs).
 fn last_cap() -> u8 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+    static LAST: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        // SAFETY: prctl with integer arguments.
+        let known =
+            |n: u8| unsafe { libc::prctl(libc::PR_CAPBSET_READ, n as libc::c_ulong, 0, 0, 0) } >= 0;
+        // The last n with known(n), in 0..64 (0, CAP_CHOWN, is always known).
+        let (mut lo, mut hi) = (0u8, 64u8);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if known(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    })
 }
 
 /// Kernel capability number of an OCI capability, or None when this
@@ -152,4 +170,17 @@ pub fn apply(c: &LinuxCapabilities) -> Result<(), CapsError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn last_cap_is_what_the_kernel_says() {
+        let file: u8 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(super::last_cap(), file);
+    }
 }

@@ -25,6 +25,7 @@ pub mod site;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod tick;
 pub mod userns;
 
 /// Every error the runtime can report; each module has its own enum and this

@@ -92,6 +92,27 @@ pub struct State {
     /// namespace or cgroup, its members are the processes in that namespace.
     #[serde(default)]
     pub own_mntns: bool,
+    /// What `start` waits for once it has released the init.
+    #[serde(default)]
+    pub start_wait: StartWait,
+}
+
+/// What `start` waits for once it has released the init (decided at
+/// create from the config, so a config edited later cannot change it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartWait {
+    /// Nothing: all the init has left to do is execve (whose failure ends
+    /// the container with 127 and the reason on its stderr).
+    Nothing,
+    /// The init's verdict: `0`, or `E<message>` when startContainer hooks
+    /// or the process identity, taken after `start`, failed.
+    Verdict,
+    /// The execve itself (EOF on the close-on-exec fifo): poststart hooks
+    /// run after the program started. Also what a state file written before
+    /// this field existed gets.
+    #[default]
+    Exec,
 }
 
 /// The OCI `state` output.

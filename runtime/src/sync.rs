@@ -110,21 +110,40 @@ impl Channel {
         }
     }
 
-    /// Receive one message; EOF means the peer is gone.
-    pub fn recv(&self) -> Result<Msg, SyncError> {
-        let mut buf = vec![0u8; 65536];
-        let n = loop {
-            // SAFETY: buf is valid for buf.len() bytes.
-            let r =
-                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    /// recv(2) into `buf`, retried on EINTR.
+    fn recv_into(&self, buf: &mut [u8], flags: i32) -> Result<usize, SyncError> {
+        loop {
+            // SAFETY: buf is valid for buf.len() bytes (none when empty).
+            let r = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    flags,
+                )
+            };
             if r >= 0 {
-                break r as usize;
+                return Ok(r as usize);
             }
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
                 return Err(e.into());
             }
-        };
+        }
+    }
+
+    /// Receive one message; EOF means the peer is gone.
+    pub fn recv(&self) -> Result<Msg, SyncError> {
+        // Peek at the size first (MSG_TRUNC makes a seqpacket recv return
+        // the whole message's length): messages are a few bytes, but an
+        // error text can be long, and a buffer sized for the longest would
+        // be zeroed and faulted in on every create.
+        let len = self.recv_into(&mut [], libc::MSG_PEEK | libc::MSG_TRUNC)?;
+        if len == 0 {
+            return Err(SyncError::Eof);
+        }
+        let mut buf = vec![0u8; len];
+        let n = self.recv_into(&mut buf, 0)?;
         if n == 0 {
             return Err(SyncError::Eof);
         }
@@ -168,5 +187,26 @@ fn tag(m: &Msg) -> u8 {
         Msg::Created => 6,
         Msg::Go => 7,
         Msg::Error(_) => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_messages_arrive_whole_then_eof() {
+        let (a, b) = pair().unwrap();
+        // Longer than a page, within what `send` keeps (60000 bytes).
+        let long = "x".repeat(50_000);
+        a.send(&Msg::Created).unwrap();
+        a.send(&Msg::Error(long.clone())).unwrap();
+        drop(a);
+        assert!(matches!(b.recv().unwrap(), Msg::Created));
+        match b.recv().unwrap() {
+            Msg::Error(s) => assert!(s == long, "got {} bytes", s.len()),
+            m => panic!("got {m:?}"),
+        }
+        assert!(matches!(b.recv(), Err(SyncError::Eof)));
     }
 }

@@ -247,6 +247,7 @@ fn record(
         cgroup_parents_created: cleanup.cgroups.parents.clone(),
         own_pidns: plan.has(CloneFlags::CLONE_NEWPID),
         own_mntns: plan.creates(CloneFlags::CLONE_NEWNS),
+        start_wait: crate::process::init::start_wait(spec),
     };
     st.save(&o.root)?;
     if let Some(p) = &o.pid_file {

@@ -1,16 +1,19 @@
-//! `start`: open the exec fifo's read side, which releases the init; read
-//! its verdict ("0" when it goes on to execve, "E<message>" when
-//! startContainer hooks failed); then run poststart hooks.
+//! `start`: open the exec fifo's read side, which releases the init, then
+//! wait for what the container's [`StartWait`] says, then run poststart
+//! hooks.
 //!
-//! Like runc, `start` returns once the init is released: the program, its
-//! interpreter and loader were checked before "created", and a later execve
-//! failure is the container's own exit (127, with the reason on its
-//! stderr). Only poststart hooks, which the spec runs after the program
-//! started, make `start` wait for execve itself (EOF on the fifo, which is
-//! close-on-exec); an execve failure then fails `start`.
+//! Most containers have nothing left to check after "created": the program,
+//! its interpreter and loader were checked, and the identity taken, before
+//! it. `start` then returns as soon as the init is released, and a later
+//! execve failure is the container's own exit (127, with the reason on its
+//! stderr). startContainer hooks (or an identity switch that must come after
+//! them) make it read the init's verdict ("0", or "E<message>"); poststart
+//! hooks, which the spec runs after the program started, make it wait for
+//! execve itself (EOF on the fifo, which is close-on-exec), and an execve
+//! failure then fails `start`.
 
 use super::ContainerError;
-use crate::state::{self, State, Status};
+use crate::state::{self, StartWait, State, Status};
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -27,6 +30,12 @@ pub fn start(root: &Path, id: &str) -> crate::Result<()> {
         .into());
     }
     let fifo = state::fifo_path(root, id);
+    if st.start_wait == StartWait::Nothing {
+        release(&fifo, st.pid, st.start_time)?;
+        // The fifo's absence is what marks the container "running".
+        let _ = std::fs::remove_file(&fifo);
+        return Ok(());
+    }
     // Non-blocking open: succeeds without a writer, so a dead init cannot
     // hang us; we then poll the fifo together with the init's pidfd.
     let fd = nix::fcntl::open(
@@ -38,9 +47,7 @@ pub fn start(root: &Path, id: &str) -> crate::Result<()> {
         what: "open exec fifo".into(),
         source,
     })?;
-    let poststart = crate::hooks::poststart(st.hooks.as_ref());
-    let verdict = read_verdict(fd, st.pid, st.start_time, poststart.is_some())?;
-    // The fifo's absence is what marks the container "running".
+    let verdict = read_verdict(fd, st.pid, st.start_time, st.start_wait)?;
     let _ = std::fs::remove_file(&fifo);
     match verdict.first() {
         Some(b'0') if verdict.len() == 1 => {}
@@ -51,20 +58,56 @@ pub fn start(root: &Path, id: &str) -> crate::Result<()> {
         }
         _ => return Err(ContainerError::InitGone.into()),
     }
-    if let Some(h) = poststart {
+    if let Some(h) = crate::hooks::poststart(st.hooks.as_ref()) {
         let state = serde_json::to_string(&st.oci(Status::Running)).expect("state serializes");
         crate::hooks::run_all_warn("poststart", &h, &state);
     }
     Ok(())
 }
 
-/// Reads the init's verdict: up to EOF, or only the first byte when it is
-/// "0" and `wait_exec` is false.
+/// Releases an init that has nothing to report: a blocking open of the
+/// fifo's read side meets the init's blocking open of the write side,
+/// whichever comes first, and both return together (a reader that opened
+/// and closed before the init got to its open would leave it waiting for
+/// good). Nothing is read: a read would be woken with the pipe's "sync"
+/// hint, which can keep us off the CPU until the init has gone on into
+/// execve. A periodic SIGALRM interrupts the open so that an init that
+/// died cannot hang us.
+fn release(fifo: &std::path::Path, pid: i32, start_time: u64) -> Result<(), ContainerError> {
+    let _tick =
+        crate::tick::Tick::every(std::time::Duration::from_millis(20)).map_err(|source| {
+            ContainerError::Sys {
+                what: "arm a timer".into(),
+                source,
+            }
+        })?;
+    loop {
+        match nix::fcntl::open(
+            fifo,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            // Dropped at once: the init only waited for a reader to come.
+            Ok(_fd) => return Ok(()),
+            Err(nix::Error::EINTR) if state::process_alive(pid, start_time) => {}
+            Err(nix::Error::EINTR) => return Err(ContainerError::InitGone),
+            Err(source) => {
+                return Err(ContainerError::Sys {
+                    what: "open exec fifo".into(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Reads the init's verdict: up to EOF, or only its first byte when that is
+/// "0" and `wait` is not for the execve.
 fn read_verdict(
     fd: OwnedFd,
     pid: i32,
     start_time: u64,
-    wait_exec: bool,
+    wait: StartWait,
 ) -> Result<Vec<u8>, ContainerError> {
     let pidfd = super::pidfd(pid);
     let mut f = std::fs::File::from(fd);
@@ -105,7 +148,7 @@ fn read_verdict(
                 Ok(k) => {
                     got_writer = true;
                     out.extend_from_slice(&buf[..k]);
-                    if !wait_exec && out == b"0" {
+                    if wait != StartWait::Exec && out == b"0" {
                         return Ok(out);
                     }
                 }

@@ -164,16 +164,21 @@ pub fn finalize(p: &Process) -> Result<(), ProcessError> {
         .flatten()
         .map(|g| nix::unistd::Gid::from_raw(*g))
         .collect();
-    let setgroups_denied =
-        std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
-    if setgroups_denied {
-        if !gids.is_empty() {
-            return Err(ProcessError::Invalid(
-                "additionalGids need setgroups, which this user namespace denies (single-id mapping); map a range with newgidmap".into(),
-            ));
+    if let Err(e) = nix::unistd::setgroups(&gids) {
+        // Only now look at why (the file is in the container's fresh /proc):
+        // a user namespace with a single-id mapping denies setgroups, which
+        // only matters when there are groups to set.
+        let denied =
+            std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+        match (denied, gids.is_empty()) {
+            (true, true) => {}
+            (true, false) => {
+                return Err(ProcessError::Invalid(
+                    "additionalGids need setgroups, which this user namespace denies (single-id mapping); map a range with newgidmap".into(),
+                ))
+            }
+            (false, _) => return Err(sys("setgroups")(e)),
         }
-    } else {
-        nix::unistd::setgroups(&gids).map_err(sys("setgroups"))?;
     }
     let gid = nix::unistd::Gid::from_raw(user.gid());
     let uid = nix::unistd::Uid::from_raw(user.uid());

@@ -9,8 +9,10 @@ use super::{io, sys, ProcessError};
 use crate::config::Bundle;
 use crate::namespaces::Plan;
 use crate::rootfs::{self, devices, masked, mount, pivot};
+use crate::state::StartWait;
 use crate::sync::{Channel, Msg};
 use nix::sched::CloneFlags;
+use oci_spec::runtime::Spec;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
@@ -72,16 +74,19 @@ pub fn run(init: Init<'_>) -> ! {
         Ok(w) => w,
         Err(_) => fork::exit_child(1),
     };
+    let wait = start_wait(&init.bundle.spec);
     let err = match after_start(&init, pending) {
         Ok(()) => {
-            let _ = w.write_all(b"0");
+            if wait != StartWait::Nothing {
+                let _ = w.write_all(b"0");
+            }
             let e = exec::exec(&prepared);
             // SAFETY: ignoring a signal; exec reset SIGPIPE, and the fifo
             // may have no reader left.
             unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-            if crate::hooks::poststart(init.bundle.spec.hooks().as_ref()).is_none() {
-                // `start` returned on the "0": the container's stderr is
-                // the only one left to tell.
+            if wait != StartWait::Exec {
+                // `start` did not wait for execve: the container's stderr
+                // is the only one left to tell.
                 let _ = writeln!(std::io::stderr(), "berth: {e}");
             }
             e
@@ -135,21 +140,37 @@ pub struct Pending {
 }
 
 impl Pending {
-    fn new(spec: &oci_spec::runtime::Spec) -> Result<Pending, ProcessError> {
-        let filter = exec::seccomp_filter(spec.linux().as_ref())?;
-        let nnp = spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.no_new_privileges())
-            .unwrap_or(false);
-        let start_hooks = spec
-            .hooks()
-            .as_ref()
-            .is_some_and(|h| h.start_container().as_ref().is_some_and(|v| !v.is_empty()));
+    fn new(spec: &Spec) -> Result<Pending, ProcessError> {
         Ok(Pending {
-            identity: start_hooks || (filter.is_some() && !nnp),
-            filter,
+            filter: exec::seccomp_filter(spec.linux().as_ref())?,
+            identity: identity_after_start(spec),
         })
+    }
+}
+
+fn identity_after_start(spec: &Spec) -> bool {
+    let nnp = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.no_new_privileges())
+        .unwrap_or(false);
+    let seccomp = spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some());
+    let start_hooks = spec
+        .hooks()
+        .as_ref()
+        .is_some_and(|h| h.start_container().as_ref().is_some_and(|v| !v.is_empty()));
+    start_hooks || (seccomp && !nnp)
+}
+
+/// What `start` has to wait for with this config (see [`StartWait`]): the
+/// init and `start` must agree, so both ask here.
+pub fn start_wait(spec: &Spec) -> StartWait {
+    if crate::hooks::poststart(spec.hooks().as_ref()).is_some() {
+        StartWait::Exec
+    } else if identity_after_start(spec) {
+        StartWait::Verdict
+    } else {
+        StartWait::Nothing
     }
 }
 
@@ -309,8 +330,10 @@ fn setup(init: &Init<'_>) -> Result<(Fifo, Prepared, Pending), ProcessError> {
             }
         }
         devices::create_all(&ctx, &root, &devs)?;
-        crate::resolve::mkdir_all(root.as_fd(), process.cwd(), 0o755)
-            .map_err(io(format!("create cwd {}", process.cwd().display())))?;
+        if process.cwd() != Path::new("/") {
+            crate::resolve::mkdir_all(root.as_fd(), process.cwd(), 0o755)
+                .map_err(io(format!("create cwd {}", process.cwd().display())))?;
+        }
         Some(root)
     } else {
         if spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) || readonly {

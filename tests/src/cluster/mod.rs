@@ -333,7 +333,7 @@ impl Cluster {
                 query::active_jobs(cmd)
             };
             proc::wait_until(Duration::from_secs(15), || {
-                squeue().is_none_or(|j| j.is_empty())
+                squeue().map_or(true, |j| j.is_empty())
             });
         }
         for name in self.daemons().iter().rev() {
