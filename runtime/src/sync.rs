@@ -34,6 +34,9 @@ pub enum Msg {
     Go,
     /// child -> runtime: setup failed with this message.
     Error(String),
+    /// child -> runtime: put me in the container's cgroups, then `Go` (the
+    /// cgroup namespace I make next is rooted where I am).
+    NeedCgroup,
 }
 
 /// One end of the channel.
@@ -85,6 +88,7 @@ impl Channel {
             }
             Msg::Created => buf.push(6),
             Msg::Go => buf.push(7),
+            Msg::NeedCgroup => buf.push(9),
             Msg::Error(s) => {
                 buf.push(8);
                 buf.extend_from_slice(&s.as_bytes()[..s.len().min(60000)]);
@@ -163,6 +167,7 @@ impl Channel {
             6 => Msg::Created,
             7 => Msg::Go,
             8 => Msg::Error(String::from_utf8_lossy(&buf[1..n]).into_owned()),
+            9 => Msg::NeedCgroup,
             t => return Err(SyncError::Unexpected(t)),
         })
     }
@@ -186,6 +191,7 @@ fn tag(m: &Msg) -> u8 {
         Msg::HooksDone(_) => 5,
         Msg::Created => 6,
         Msg::Go => 7,
+        Msg::NeedCgroup => 9,
         Msg::Error(_) => 8,
     }
 }

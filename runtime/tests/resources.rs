@@ -186,6 +186,35 @@ fn nested_cgroups_path_parents_berth_made_go_at_delete() {
     }
 }
 
+/// A cgroup namespace with a cgroupsPath is rooted at the container's own
+/// cgroup, as runc makes it: the container sees "/", not the host's path.
+/// Twice: created with the init (clone), and on the general path (a
+/// namespace joined by path, which forks once more into the pid namespace).
+#[test]
+fn cgroup_namespace_is_rooted_at_the_containers_cgroup() {
+    let mut b = Bundle::new("cgns", &["cat", "/proc/self/cgroup"]);
+    for (name, join_ipc) in [("clone", false), ("forked", true)] {
+        let leaf = b.id(name);
+        b.config["linux"]["cgroupsPath"] = leaf.clone().into();
+        let mut ns =
+            json!([{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "cgroup"}]);
+        if join_ipc {
+            ns.as_array_mut()
+                .unwrap()
+                .push(json!({"type": "ipc", "path": "/proc/self/ns/ipc"}));
+        }
+        b.config["linux"]["namespaces"] = ns;
+        let out = b.run(name);
+        assert!(!out.trim().is_empty(), "{name}: no output");
+        assert!(
+            !out.contains(&leaf),
+            "{name}: the container sees its host path:\n{out}"
+        );
+        // Every hierarchy berth placed it in shows as the namespace root.
+        assert!(out.lines().any(|l| l.ends_with(":/")), "{name}:\n{out}");
+    }
+}
+
 #[test]
 fn unsupported_resources_are_refused_not_ignored() {
     let mut b = Bundle::new("cgunsup", &["true"]);

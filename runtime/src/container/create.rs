@@ -110,7 +110,14 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
         .and_then(super::checked_preserved_fds)?;
     let (parent_end, child_end) = sync::pair()?;
     let fast = plan.join.is_empty();
-    let flags = if fast { plan.new } else { CloneFlags::empty() };
+    // A cgroup namespace is rooted at the cgroup its maker is in: the init
+    // makes it only once we have put it in the container's cgroups.
+    let cgroupns_later =
+        plan.new.contains(CloneFlags::CLONE_NEWCGROUP) && !cleanup.cgroups.dirs.is_empty();
+    let mut flags = if fast { plan.new } else { CloneFlags::empty() };
+    if cgroupns_later {
+        flags.remove(CloneFlags::CLONE_NEWCGROUP);
+    }
     let hooks = bundle.spec.hooks().as_ref();
     let runtime_hooks = hooks.is_some_and(|h| {
         h.prestart().is_some() || h.create_runtime().is_some() || h.create_container().is_some()
@@ -137,6 +144,7 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
                 extra_env,
                 fast,
                 handshake,
+                cgroupns_later,
                 // Only read by createContainer hooks, which imply the handshake.
                 host_pid: 0,
             })
@@ -160,6 +168,7 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
         early = Some((marker, record(o, &bundle, &plan, &mut cleanup, pid)?));
     }
     let mut intermediate = None;
+    let mut placed = false;
     tracing::debug!(id = %o.id, pid, "init forked");
     loop {
         match parent_end.recv()? {
@@ -185,12 +194,24 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
                 intermediate = Some(pid);
                 pid = p;
                 cleanup.pid = Some(pid);
+                if cgroupns_later {
+                    crate::cgroups::add(&cleanup.cgroups.dirs, pid)?;
+                    placed = true;
+                    parent_end.send(&Msg::Go)?;
+                }
+            }
+            Msg::NeedCgroup => {
+                crate::cgroups::add(&cleanup.cgroups.dirs, pid)?;
+                placed = true;
+                parent_end.send(&Msg::Go)?;
             }
             Msg::ReadyForHooks => {
                 if let Some(i) = intermediate.take() {
                     let _ = nix::sys::wait::waitpid(Pid::from_raw(i), None);
                 }
-                crate::cgroups::add(&cleanup.cgroups.dirs, pid)?;
+                if !placed {
+                    crate::cgroups::add(&cleanup.cgroups.dirs, pid)?;
+                }
                 run_runtime_hooks(&bundle, &o.id, pid)?;
                 parent_end.send(&Msg::HooksDone(pid))?;
             }

@@ -46,6 +46,10 @@ pub struct Init<'a> {
     pub handshake: bool,
     /// Host pid of the init when the runtime knows it up front (fast path).
     pub host_pid: i32,
+    /// Make the cgroup namespace (left out of the clone or unshare) only
+    /// once the runtime has put us in the container's cgroups, so that it is
+    /// rooted there and not at the caller's cgroup.
+    pub cgroupns_later: bool,
 }
 
 /// Run the init; never returns.
@@ -221,7 +225,10 @@ fn enter_namespaces(init: &Init<'_>) -> Result<(), ProcessError> {
             maps(init, nix::unistd::getpid().as_raw())?;
         }
         plan.enter(false).map_err(nserr)?;
-        let rest = plan.new - CloneFlags::CLONE_NEWUSER;
+        let mut rest = plan.new - CloneFlags::CLONE_NEWUSER;
+        if init.cgroupns_later {
+            rest.remove(CloneFlags::CLONE_NEWCGROUP);
+        }
         nix::sched::unshare(rest).map_err(sys("create namespaces"))?;
         if plan.has(CloneFlags::CLONE_NEWPID) {
             // A new or joined pid namespace applies to children only: fork
@@ -240,6 +247,18 @@ fn enter_namespaces(init: &Init<'_>) -> Result<(), ProcessError> {
         }
     } else if plan.new.contains(CloneFlags::CLONE_NEWUSER) {
         maps(init, 0)?;
+    }
+    if init.cgroupns_later {
+        let proto = |e: crate::Error| ProcessError::Invalid(e.to_string());
+        // After a fork into a pid namespace the runtime places us as soon as
+        // our parent has told it our pid (asking first could overtake that).
+        if init.fast || !plan.has(CloneFlags::CLONE_NEWPID) {
+            init.chan
+                .send(&Msg::NeedCgroup)
+                .map_err(|e| ProcessError::Invalid(e.to_string()))?;
+        }
+        init.chan.expect(&Msg::Go).map_err(proto)?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("create cgroup namespace"))?;
     }
     Ok(())
 }
