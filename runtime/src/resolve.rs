@@ -278,7 +278,10 @@ mod tests {
         assert!(want.is_dir());
         assert_eq!(points_at(&fd), want);
         // Existing: opened, not made again; a deeper one starts from there.
-        assert_eq!(points_at(&mkdir_all(r.as_fd(), Path::new("a/b/c"), 0o755).unwrap()), want);
+        assert_eq!(
+            points_at(&mkdir_all(r.as_fd(), Path::new("a/b/c"), 0o755).unwrap()),
+            want
+        );
         let fd = mkdir_all(r.as_fd(), Path::new("a/b/c/d"), 0o755).unwrap();
         assert_eq!(points_at(&fd), want.join("d"));
     }

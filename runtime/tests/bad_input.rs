@@ -156,7 +156,10 @@ fn exec_failure_after_start_is_reported() {
     } else {
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
-    assert!(err.contains("exec /bin/junk") && err.contains("Exec format error"), "{err:?}");
+    assert!(
+        err.contains("exec /bin/junk") && err.contains("Exec format error"),
+        "{err:?}"
+    );
     assert!(b.berth(&["delete", &id]).status.success());
 
     b.config["hooks"] = json!({"poststart": [{"path": "/bin/true"}]});
@@ -164,7 +167,10 @@ fn exec_failure_after_start_is_reported() {
     assert!(b.create(&id).status.success());
     let o = b.berth(&["start", &id]);
     let msg = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && msg.contains("Exec format error"), "{msg}");
+    assert!(
+        !o.status.success() && msg.contains("Exec format error"),
+        "{msg}"
+    );
     assert_eq!(msg.lines().count(), 1, "{msg}");
     let err = std::fs::read_to_string(b.dir.join(format!("{id}.err"))).unwrap();
     assert!(!err.contains("berth: exec"), "told twice: {err:?}");

@@ -110,19 +110,25 @@ fn devices_default_and_configured() {
 #[test]
 fn devices_replace_what_the_image_has() {
     let mut b = Bundle::new("devreplace", &[]);
-    b.config["mounts"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|m| m["destination"] != "/dev" && !m["destination"].as_str().unwrap().starts_with("/dev/"));
+    b.config["mounts"].as_array_mut().unwrap().retain(|m| {
+        m["destination"] != "/dev" && !m["destination"].as_str().unwrap().starts_with("/dev/")
+    });
     let dev = b.rootfs().join("dev");
     std::fs::write(dev.join("zero"), "not a device").unwrap();
     std::os::unix::fs::symlink("/etc/hostname", dev.join("null")).unwrap();
     let out = b.sh("ls -ln /dev/null /dev/zero; echo x > /dev/null && echo null-ok");
-    for l in out.lines().filter(|l| l.starts_with('c') || l.starts_with('l') || l.starts_with('-')) {
+    for l in out
+        .lines()
+        .filter(|l| l.starts_with('c') || l.starts_with('l') || l.starts_with('-'))
+    {
         assert!(l.starts_with("crw-rw-rw-"), "{l}\n{out}");
     }
     assert!(out.contains("null-ok"), "{out}");
-    assert_eq!(std::fs::read_link(dev.join("null")).ok(), None, "the host side still shows a symlink");
+    assert_eq!(
+        std::fs::read_link(dev.join("null")).ok(),
+        None,
+        "the host side still shows a symlink"
+    );
 }
 
 #[test]

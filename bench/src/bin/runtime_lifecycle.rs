@@ -131,9 +131,8 @@ fn main() {
     }
     std::fs::write(&config, c.to_string()).unwrap();
 
-    let baseline = std::env::var_os("BERTH_BASELINE").map(|b| {
-        std::fs::canonicalize(&b).unwrap_or_else(|e| panic!("BERTH_BASELINE {b:?}: {e}"))
-    });
+    let baseline = std::env::var_os("BERTH_BASELINE")
+        .map(|b| std::fs::canonicalize(&b).unwrap_or_else(|e| panic!("BERTH_BASELINE {b:?}: {e}")));
     let mut ta = Vec::new();
     let orders = permutations(if baseline.is_some() { 4 } else { 3 });
     let (mut tb, mut tr, mut tf) = (Vec::new(), Vec::new(), Vec::new());
@@ -149,7 +148,9 @@ fn main() {
         for &k in &orders[i % orders.len()] {
             match k {
                 3 => {
-                    let a = baseline.as_ref().expect("4 contenders only with a baseline");
+                    let a = baseline
+                        .as_ref()
+                        .expect("4 contenders only with a baseline");
                     let (t, _, _) = lifecycle(a, &state.join("berth"), &dir, &format!("a{i}"));
                     ta.push(t);
                 }

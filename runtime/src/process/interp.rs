@@ -95,7 +95,9 @@ fn elf_loader(f: &std::fs::File, head: &[u8]) -> Option<PathBuf> {
     f.read_exact_at(&mut path, int(&ph[off])).ok()?;
     let end = path.iter().position(|&c| c == 0).unwrap_or(len);
     path.truncate(end);
-    Some(PathBuf::from(<std::ffi::OsString as OsStringExt>::from_vec(path)))
+    Some(PathBuf::from(
+        <std::ffi::OsString as OsStringExt>::from_vec(path),
+    ))
 }
 
 #[cfg(test)]

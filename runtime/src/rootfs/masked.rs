@@ -35,8 +35,8 @@ pub fn mask(root: &OwnedFd, paths: &[String]) -> Result<(), RootfsError> {
     for p in paths {
         let Some(fd) = open(root, p)? else { continue };
         let target = resolve::fd_path(&fd);
-        let is_dir = nix::sys::stat::fstat(&fd)
-            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        let is_dir =
+            nix::sys::stat::fstat(&fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
         if is_dir {
             mount(
                 Some("tmpfs"),
