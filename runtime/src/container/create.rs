@@ -195,16 +195,10 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
                 pid = p;
                 cleanup.pid = Some(pid);
                 if cgroupns_later {
-                    crate::cgroups::add(&cleanup.cgroups.dirs, pid)?;
-                    placed = true;
-                    parent_end.send(&Msg::Go)?;
+                    placed = place(&cleanup.cgroups.dirs, pid, &parent_end)?;
                 }
             }
-            Msg::NeedCgroup => {
-                crate::cgroups::add(&cleanup.cgroups.dirs, pid)?;
-                placed = true;
-                parent_end.send(&Msg::Go)?;
-            }
+            Msg::NeedCgroup => placed = place(&cleanup.cgroups.dirs, pid, &parent_end)?,
             Msg::ReadyForHooks => {
                 if let Some(i) = intermediate.take() {
                     let _ = nix::sys::wait::waitpid(Pid::from_raw(i), None);
@@ -240,6 +234,13 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
     };
     cleanup.armed = false;
     Ok(Created { pid, state: st })
+}
+
+/// Puts the init in its cgroups and lets it make its cgroup namespace.
+fn place(dirs: &[PathBuf], pid: i32, chan: &sync::Channel) -> crate::Result<bool> {
+    crate::cgroups::add(dirs, pid)?;
+    chan.send(&Msg::Go)?;
+    Ok(true)
 }
 
 /// Saves the container's state and writes the pid file.

@@ -73,7 +73,7 @@ pub fn start(root: &Path, id: &str) -> crate::Result<()> {
 /// hint, which can keep us off the CPU until the init has gone on into
 /// execve. A periodic SIGALRM interrupts the open so that an init that
 /// died cannot hang us.
-fn release(fifo: &std::path::Path, pid: i32, start_time: u64) -> Result<(), ContainerError> {
+fn release(fifo: &Path, pid: i32, start_time: u64) -> Result<(), ContainerError> {
     let _tick =
         crate::tick::Tick::every(std::time::Duration::from_millis(20)).map_err(|source| {
             ContainerError::Sys {

@@ -78,8 +78,8 @@ pub fn run(init: Init<'_>) -> ! {
         Ok(w) => w,
         Err(_) => fork::exit_child(1),
     };
-    let wait = start_wait(&init.bundle.spec);
-    let err = match after_start(&init, pending) {
+    let wait = pending.wait;
+    let (err, released) = match after_start(&init, pending) {
         Ok(()) => {
             if wait != StartWait::Nothing {
                 let _ = w.write_all(b"0");
@@ -88,15 +88,21 @@ pub fn run(init: Init<'_>) -> ! {
             // SAFETY: ignoring a signal; exec reset SIGPIPE, and the fifo
             // may have no reader left.
             unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-            if wait != StartWait::Exec {
-                // `start` did not wait for execve: the container's stderr
-                // is the only one left to tell.
-                let _ = writeln!(std::io::stderr(), "berth: {e}");
-            }
-            e
+            (e, true)
         }
-        Err(e) => e,
+        Err(e) => (e, false),
     };
+    // Whether `start` is still reading: always when it waits for execve,
+    // until the "0" when it reads a verdict, never when it reads nothing.
+    // Otherwise the container's stderr is the only one left to tell.
+    let read = match wait {
+        StartWait::Exec => true,
+        StartWait::Verdict => !released,
+        StartWait::Nothing => false,
+    };
+    if !read {
+        let _ = writeln!(std::io::stderr(), "berth: {err}");
+    }
     let _ = w.write_all(format!("E{err}").as_bytes());
     fork::exit_child(127)
 }
@@ -141,6 +147,8 @@ pub struct Pending {
     /// or a seccomp filter that has to go in before the identity switch
     /// (without no_new_privs only CAP_SYS_ADMIN may load one).
     identity: bool,
+    /// What `start` reads from us.
+    wait: StartWait,
 }
 
 impl Pending {
@@ -148,6 +156,7 @@ impl Pending {
         Ok(Pending {
             filter: exec::seccomp_filter(spec.linux().as_ref())?,
             identity: identity_after_start(spec),
+            wait: start_wait(spec),
         })
     }
 }

@@ -100,9 +100,19 @@ pub fn create_all(ctx: &Ctx<'_>, root: &OwnedFd, devs: &[Dev]) -> Result<(), Roo
 /// Parent directories resolved (and made) inside the root, kept for the
 /// next node or link in the same directory: nearly all are in /dev.
 #[derive(Default)]
-struct Parents(Vec<(PathBuf, OwnedFd, bool)>);
+struct Parents(Vec<(PathBuf, OwnedFd, bool)>, Option<(u32, u32)>);
 
 impl Parents {
+    /// Our effective uid and gid, which new nodes get (asked once).
+    fn me(&mut self) -> (u32, u32) {
+        *self.1.get_or_insert_with(|| {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        })
+    }
+
     /// The parent fd of `path`, whether that directory is setgid (its new
     /// entries take its group), and the final name.
     fn of(
@@ -147,6 +157,7 @@ impl Drop for Umask {
 }
 
 fn mknod(parents: &mut Parents, root: &OwnedFd, d: &Dev) -> Result<(), RootfsError> {
+    let me = parents.me();
     let (parent, setgid, name) = parents
         .of(root, &d.path)
         .map_err(ierr("create device parent", &d.path))?;
@@ -174,9 +185,7 @@ fn mknod(parents: &mut Parents, root: &OwnedFd, d: &Dev) -> Result<(), RootfsErr
         }
     }
     // A new node is ours, in our group unless the directory is setgid.
-    let owned = d.uid == nix::unistd::geteuid().as_raw()
-        && d.gid == nix::unistd::getegid().as_raw()
-        && !setgid;
+    let owned = (d.uid, d.gid) == me && !setgid;
     // SAFETY: valid fd and C string; AT_SYMLINK_NOFOLLOW on the node we made.
     if !owned
         && unsafe {
