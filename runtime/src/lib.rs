@@ -3,6 +3,7 @@
 //! The library holds one concern per module (youki-style); the `berth`
 //! binary in `main.rs` is a thin command-line layer over [`container`].
 
+pub mod args;
 pub mod bundle;
 pub mod caps;
 pub mod cgroups;

@@ -11,11 +11,15 @@
 
 use clap::Parser;
 
-/// The C entry point; std still sees the arguments (glibc passes them to
-/// std's initialiser).
+/// The C entry point. It records argv for `berth::args`: glibc passes it to
+/// std's initialiser too, musl does not.
 #[cfg(not(test))]
 #[no_mangle]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+// The C start-up code calls it with a valid argv; nothing else can.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    // SAFETY: argc and argv as the C start-up code passed them.
+    unsafe { berth::args::init(argc, argv) };
     // SAFETY: setting a signal disposition to SIG_IGN, before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     open_std_fds();
@@ -55,8 +59,8 @@ fn run() -> i32 {
         return code;
     }
     // The lifecycle commands an OCI client runs per container skip clap.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = berth::cli::fast::parse(&args).unwrap_or_else(|| berth::cli::Cli::parse_from(&args));
+    let args = berth::args::os();
+    let cli = berth::cli::fast::parse(args).unwrap_or_else(|| berth::cli::Cli::parse_from(args));
     berth::log::init(cli.log.clone(), cli.log_format == "json", cli.debug);
     let root = cli.root.clone().unwrap_or_else(berth::state::default_root);
     berth::cli::run::ROOT.with(|r| *r.borrow_mut() = root);

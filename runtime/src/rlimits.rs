@@ -13,9 +13,11 @@ pub enum RlimitError {
     },
 }
 
-fn resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
+// glibc types the resource as an unsigned int, musl as an int: the cast at
+// the call site fits either.
+fn resource(t: PosixRlimitType) -> libc::c_int {
     use PosixRlimitType::*;
-    match t {
+    (match t {
         RlimitCpu => libc::RLIMIT_CPU,
         RlimitFsize => libc::RLIMIT_FSIZE,
         RlimitData => libc::RLIMIT_DATA,
@@ -32,7 +34,7 @@ fn resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
         RlimitNice => libc::RLIMIT_NICE,
         RlimitRtprio => libc::RLIMIT_RTPRIO,
         RlimitRttime => libc::RLIMIT_RTTIME,
-    }
+    }) as libc::c_int
 }
 
 /// Apply every limit.
@@ -43,7 +45,7 @@ pub fn apply(limits: &[PosixRlimit]) -> Result<(), RlimitError> {
             rlim_max: l.hard(),
         };
         // SAFETY: r is a valid rlimit.
-        if unsafe { libc::setrlimit(resource(l.typ()), &r) } != 0 {
+        if unsafe { libc::setrlimit(resource(l.typ()) as _, &r) } != 0 {
             return Err(RlimitError::Set {
                 name: format!("{:?}", l.typ()),
                 source: std::io::Error::last_os_error(),

@@ -14,8 +14,9 @@ extern "C" fn nothing(_: libc::c_int) {}
 
 fn timeval(d: Duration) -> libc::timeval {
     libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_usec: d.subsec_micros() as libc::suseconds_t,
+        // `as _`: the field types differ between glibc and musl.
+        tv_sec: d.as_secs() as _,
+        tv_usec: d.subsec_micros() as _,
     }
 }
 

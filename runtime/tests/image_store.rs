@@ -242,7 +242,7 @@ fn tree(root: &Path) -> Vec<TreeEntry> {
                 mode: m.mode() & 0o7777,
                 uid: m.uid(),
                 gid: m.gid(),
-                size: ft.is_file().then(|| m.len()),
+                size: ft.is_file().then_some(m.len()),
                 sha256: ft
                     .is_file()
                     .then(|| hex::encode(sha2::Sha256::digest(std::fs::read(&full).unwrap()))),

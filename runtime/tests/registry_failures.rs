@@ -117,7 +117,7 @@ fn a_registry_that_stops_mid_transfer_fails_cleanly() {
         layer.digest.clone(),
     );
     let host = format!("127.0.0.1:{port}");
-    let env = Env::new(&[host.clone()], &[]);
+    let env = Env::new(std::slice::from_ref(&host), &[]);
     let reference = format!("{host}/berth-test/tools:latest");
     let err = env.fails(&["pull", "-q", &reference]);
     assert!(

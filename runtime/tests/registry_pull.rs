@@ -45,7 +45,7 @@ fn pull_by_tag_then_by_digest_converts_once() {
 fn a_registry_named_by_host_name_resolves() {
     let (s, c) = stack();
     let host = s.plain.host().replace("127.0.0.1", "localhost");
-    let env = Env::new(&[host.clone()], &[]);
+    let env = Env::new(std::slice::from_ref(&host), &[]);
     let pulled = env.pull_json(&format!("{host}/berth-test/busybox:latest"));
     assert_eq!(pulled["image"]["id"], c.busybox.config_digest.as_str());
 }

@@ -92,7 +92,7 @@ fn run(a: HooksCli) -> Result<(), String> {
 
 /// Runs `berth hooks` when it is the subcommand; `None` otherwise.
 pub fn dispatch() -> Option<i32> {
-    let mut args: Vec<String> = std::env::args().collect();
+    let mut args = crate::args::strings();
     if args.get(1).map(String::as_str) != Some("hooks") {
         return None;
     }

@@ -106,7 +106,7 @@ const IMAGE_CMDS: &[&str] = &["pull", "load", "images", "inspect", "rmi", "gc"];
 /// Runs the image command named by the process arguments, if it is one;
 /// returns the exit code, or None for the runtime's own commands.
 pub fn dispatch() -> Option<i32> {
-    let args: Vec<String> = std::env::args().collect();
+    let args = crate::args::strings();
     let sub = args.get(1).map(String::as_str)?;
     let is_image = IMAGE_CMDS.contains(&sub)
         || (sub == "run"
@@ -116,7 +116,7 @@ pub fn dispatch() -> Option<i32> {
     if !is_image {
         return None;
     }
-    let cli = ImageCli::parse_from(&args);
+    let cli = ImageCli::parse_from(crate::args::os());
     let debug = match &cli.cmd {
         ImageCmd::Pull { common, .. }
         | ImageCmd::Load { common, .. }

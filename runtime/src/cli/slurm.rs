@@ -167,12 +167,12 @@ fn passwd_field(s: &str) -> Result<String, String> {
 
 /// Runs `slurm-create`/`slurm-delete` when they are the subcommand; `None` otherwise.
 pub fn dispatch() -> Option<i32> {
-    let sub = std::env::args().nth(1)?;
+    let sub = crate::args::sub()?;
     if sub != "slurm-create" && sub != "slurm-delete" {
         return None;
     }
     crate::log::init(None, false, false);
-    let result = match SlurmCli::parse().cmd {
+    let result = match SlurmCli::parse_from(crate::args::os()).cmd {
         SlurmCmd::SlurmCreate(a) => create(*a),
         SlurmCmd::SlurmDelete { id: Some(id), .. } => slurm::delete(&id).map_err(|e| e.to_string()),
         SlurmCmd::SlurmDelete { job, .. } => slurm::delete_job(job.unwrap_or_default())

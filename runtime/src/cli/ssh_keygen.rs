@@ -156,10 +156,10 @@ pub fn make_keys(home: &Path, overwrite: bool) -> Result<PathBuf, KeygenError> {
 
 /// Runs `ssh-keygen` when it is the subcommand; `None` otherwise.
 pub fn dispatch() -> Option<i32> {
-    if std::env::args().nth(1).as_deref() != Some("ssh-keygen") {
+    if crate::args::sub() != Some("ssh-keygen") {
         return None;
     }
-    let args = Args::parse_from(std::env::args().skip(1));
+    let args = Args::parse_from(crate::args::os().iter().skip(1));
     crate::log::init(None, false, false);
     Some(match keygen(args.overwrite) {
         Ok(dir) => {

@@ -252,7 +252,8 @@ pub fn reexec_sealed() -> Result<(), ContainerError> {
     if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
         return Err(io("seal memfd")(std::io::Error::last_os_error()));
     }
-    let args: Vec<std::ffi::CString> = std::env::args_os()
+    let args: Vec<std::ffi::CString> = crate::args::os()
+        .iter()
         .map(|a| {
             std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()))
                 .unwrap_or_default()

@@ -120,23 +120,38 @@ fn ierr<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 
 /// Flags the kernel locks on mounts inherited by a user namespace: a
 /// remount that drops them fails with EPERM, so we carry them over.
-fn locked_flags(target: &Path) -> MsFlags {
-    let Ok(st) = nix::sys::statvfs::statvfs(target) else {
+pub(crate) fn locked_flags(target: &Path) -> MsFlags {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(target.as_os_str().as_bytes()) else {
         return MsFlags::empty();
     };
-    use nix::sys::statvfs::FsFlags;
-    let f = st.flags();
+    // SAFETY: an all-zero statvfs is valid, and `c` is a C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return MsFlags::empty();
+    }
+    // The kernel's ST_* bits of statvfs(3)'s f_flag, spelled out, and read
+    // raw: the libc crate names ST_RELATIME for glibc only, and nix drops
+    // the bits it has no name for.
+    const ST_RDONLY: u64 = 0x1;
+    const ST_NOSUID: u64 = 0x2;
+    const ST_NODEV: u64 = 0x4;
+    const ST_NOEXEC: u64 = 0x8;
+    const ST_NOATIME: u64 = 0x400;
+    const ST_NODIRATIME: u64 = 0x800;
+    const ST_RELATIME: u64 = 0x1000;
+    let f = st.f_flag as u64;
     let mut m = MsFlags::empty();
     for (a, b) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (ST_NOSUID, MsFlags::MS_NOSUID),
+        (ST_NODEV, MsFlags::MS_NODEV),
+        (ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (ST_NOATIME, MsFlags::MS_NOATIME),
+        (ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
+        (ST_RDONLY, MsFlags::MS_RDONLY),
     ] {
-        if f.contains(a) {
+        if f & a != 0 {
             m |= b;
         }
     }

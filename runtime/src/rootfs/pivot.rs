@@ -54,20 +54,8 @@ pub fn finish(propagation: Option<MsFlags>, readonly: bool) -> Result<(), Rootfs
     }
     if readonly {
         let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        let cur = nix::sys::statvfs::statvfs("/").map(|s| s.flags()).ok();
         let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        if let Some(f) = cur {
-            use nix::sys::statvfs::FsFlags;
-            for (a, b) in [
-                (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-                (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-                (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-            ] {
-                if f.contains(a) {
-                    flags |= b & locked;
-                }
-            }
-        }
+        flags |= super::mount::locked_flags(std::path::Path::new("/")) & locked;
         mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
             .map_err(merr("remount rootfs read-only"))?;
     }
