@@ -243,3 +243,47 @@ fn state_is_creating_until_the_init_reports() {
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid.to_string());
     assert!(b.berth(&["delete", &id]).status.success());
 }
+
+/// Runtime hooks run in the runtime's (here the host's) network namespace,
+/// and see the container already in its own.
+#[test]
+fn runtime_hooks_run_in_the_host_network_and_see_the_containers() {
+    let mut b = Bundle::new("hooks-net", &[]);
+    let ns = b.config["linux"]["namespaces"].as_array().unwrap();
+    assert!(
+        ns.iter()
+            .any(|n| n["type"] == "network" && n.get("path").is_none()),
+        "the default test config makes a network namespace"
+    );
+    let out = b.dir.join("hookout");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = b.dir.join("net.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\npid=$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p')\nreadlink /proc/self/ns/net > {o}/hook\nreadlink /proc/$pid/ns/net > {o}/container\n",
+            o = out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    b.config["hooks"] = json!({"createRuntime": [{"path": script}]});
+    let inside = b.sh("readlink /proc/self/ns/net");
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let read = |f: &str| {
+        std::fs::read_to_string(out.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read("hook"),
+        host.to_str().unwrap(),
+        "the hook's own network namespace"
+    );
+    assert_ne!(read("container"), read("hook"), "the container has its own");
+    assert!(
+        inside.contains(&read("container")),
+        "container saw {inside}"
+    );
+}

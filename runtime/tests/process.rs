@@ -77,8 +77,17 @@ fn rlimits_oom_score_hostname_sysctl() {
     ]);
     b.config["process"]["oomScoreAdj"] = 321.into();
     b.config["hostname"] = "berth-host".into();
-    b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.msgmax": "4096"});
-    let out = b.sh("grep -E 'open files|core file' /proc/self/limits; cat /proc/self/oom_score_adj; hostname; cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax");
+    let ttl = "/proc/sys/net/ipv4/ip_default_ttl";
+    let host_ttl = std::fs::read_to_string(ttl).unwrap();
+    assert_ne!(
+        host_ttl.trim(),
+        "33",
+        "the test needs a host TTL other than 33"
+    );
+    b.config["linux"]["sysctl"] = json!({
+        "net.ipv4.ip_forward": "1", "kernel.msgmax": "4096", "net.ipv4.ip_default_ttl": "33"
+    });
+    let out = b.sh("grep -E 'open files|core file' /proc/self/limits; cat /proc/self/oom_score_adj; hostname; cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax /proc/sys/net/ipv4/ip_default_ttl");
     assert!(
         out.lines()
             .any(|l| l.starts_with("Max open files") && l.contains("123") && l.contains("456")),
@@ -92,15 +101,28 @@ fn rlimits_oom_score_hostname_sysctl() {
     );
     assert!(out.contains("321"), "{out}");
     assert!(out.contains("berth-host"), "{out}");
-    assert!(out.contains("\n1\n4096"), "sysctl: {out}");
+    assert!(out.contains("\n1\n4096\n33"), "sysctl: {out}");
+    // A net.* sysctl lands in the container's network namespace only.
+    assert_eq!(
+        std::fs::read_to_string(ttl).unwrap(),
+        host_ttl,
+        "host TTL changed"
+    );
 }
 
 #[test]
 fn namespaces_pid_net_ipc_uts_and_host_network() {
     let mut b = Bundle::new("ns", &[]);
     let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let out = b.sh("echo pid=$$; readlink /proc/self/ns/net; cat /proc/net/dev | wc -l");
+    let out = b.sh(
+        "echo pid=$$; readlink /proc/self/ns/net; ls /sys/class/net | tr '\\n' ' '; echo; cat /proc/net/dev | wc -l",
+    );
     assert!(out.contains("pid=1"), "{out}");
+    // sysfs was mounted in the container's network namespace: only its lo.
+    assert!(
+        out.lines().any(|l| l.trim() == "lo"),
+        "/sys/class/net: {out}"
+    );
     assert!(
         !out.contains(host_net.to_str().unwrap()),
         "own netns expected: {out}"
