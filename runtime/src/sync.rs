@@ -71,69 +71,37 @@ impl Channel {
     /// Send one message.
     pub fn send(&self, msg: &Msg) -> Result<(), SyncError> {
         let mut buf = Vec::with_capacity(16);
+        buf.push(tag(msg));
         match msg {
-            Msg::NeedMaps(p) => {
-                buf.push(1);
-                buf.extend_from_slice(&p.to_ne_bytes());
+            Msg::NeedMaps(p) | Msg::Pid(p) | Msg::HooksDone(p) => {
+                buf.extend_from_slice(&p.to_ne_bytes())
             }
-            Msg::MapsDone => buf.push(2),
-            Msg::Pid(p) => {
-                buf.push(3);
-                buf.extend_from_slice(&p.to_ne_bytes());
-            }
-            Msg::ReadyForHooks => buf.push(4),
-            Msg::HooksDone(p) => {
-                buf.push(5);
-                buf.extend_from_slice(&p.to_ne_bytes());
-            }
-            Msg::Created => buf.push(6),
-            Msg::Go => buf.push(7),
-            Msg::NeedCgroup => buf.push(9),
-            Msg::Error(s) => {
-                buf.push(8);
-                buf.extend_from_slice(&s.as_bytes()[..s.len().min(60000)]);
-            }
+            Msg::Error(s) => buf.extend_from_slice(&s.as_bytes()[..s.len().min(60000)]),
+            _ => {}
         }
-        loop {
-            // SAFETY: buf is valid for buf.len() bytes.
-            let r = unsafe {
-                libc::send(
-                    self.0.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if r >= 0 {
-                return Ok(());
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e.into());
-            }
-        }
+        // SAFETY: buf is valid for buf.len() bytes.
+        retry(|| unsafe {
+            libc::send(
+                self.0.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        })
+        .map(drop)
     }
 
     /// recv(2) into `buf`, retried on EINTR.
     fn recv_into(&self, buf: &mut [u8], flags: i32) -> Result<usize, SyncError> {
-        loop {
-            // SAFETY: buf is valid for buf.len() bytes (none when empty).
-            let r = unsafe {
-                libc::recv(
-                    self.0.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    flags,
-                )
-            };
-            if r >= 0 {
-                return Ok(r as usize);
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e.into());
-            }
-        }
+        // SAFETY: buf is valid for buf.len() bytes (none when empty).
+        retry(|| unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+            )
+        })
     }
 
     /// Receive one message; EOF means the peer is gone.
@@ -182,6 +150,22 @@ impl Channel {
     }
 }
 
+/// Runs a send/recv-style call until it is not interrupted by a signal;
+/// its byte count, or the error.
+fn retry(mut call: impl FnMut() -> isize) -> Result<usize, SyncError> {
+    loop {
+        let r = call();
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e.into());
+        }
+    }
+}
+
+/// The byte each message starts with; `recv` maps it back.
 fn tag(m: &Msg) -> u8 {
     match m {
         Msg::NeedMaps(_) => 1,

@@ -71,26 +71,18 @@ mod tests {
     /// process-wide SIGALRM as well as ours.
     #[test]
     fn a_blocking_read_is_interrupted_then_the_timer_is_gone() {
-        // SAFETY: the child only makes system calls and exits.
-        match unsafe { nix::unistd::fork() }.unwrap() {
-            nix::unistd::ForkResult::Child => {
-                let (r, _w) = nix::unistd::pipe().unwrap();
-                let interrupted = {
-                    let _tick = Tick::every(Duration::from_millis(10)).unwrap();
-                    let mut buf = [0u8; 1];
-                    nix::unistd::read(&r, &mut buf) == Err(nix::Error::EINTR)
-                };
-                // SAFETY: zeroed out-struct for getitimer.
-                let mut cur: libc::itimerval = unsafe { std::mem::zeroed() };
-                let disarmed = unsafe { libc::getitimer(libc::ITIMER_REAL, &mut cur) } == 0
-                    && (cur.it_value.tv_sec, cur.it_value.tv_usec) == (0, 0);
-                // SAFETY: ends the child without running the harness's code.
-                unsafe { libc::_exit(if interrupted && disarmed { 0 } else { 1 }) }
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                let st = nix::sys::wait::waitpid(child, None).unwrap();
-                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
-            }
-        }
+        crate::process::fork::assert_in_child(|| {
+            let (r, _w) = nix::unistd::pipe().unwrap();
+            let interrupted = {
+                let _tick = Tick::every(Duration::from_millis(10)).unwrap();
+                let mut buf = [0u8; 1];
+                nix::unistd::read(&r, &mut buf) == Err(nix::Error::EINTR)
+            };
+            // SAFETY: zeroed out-struct for getitimer.
+            let mut cur: libc::itimerval = unsafe { std::mem::zeroed() };
+            let disarmed = unsafe { libc::getitimer(libc::ITIMER_REAL, &mut cur) } == 0
+                && (cur.it_value.tv_sec, cur.it_value.tv_usec) == (0, 0);
+            interrupted && disarmed
+        });
     }
 }

@@ -3,7 +3,6 @@
 //! while the container's root stays read-only, and a broken or untrusted
 //! directory refused with one line and nothing left behind.
 
-#[allow(dead_code)] // shared helpers, not all used here
 mod images;
 
 use std::path::{Path, PathBuf};

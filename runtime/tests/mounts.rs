@@ -117,10 +117,12 @@ fn devices_replace_what_the_image_has() {
     std::fs::write(dev.join("zero"), "not a device").unwrap();
     std::os::unix::fs::symlink("/etc/hostname", dev.join("null")).unwrap();
     let out = b.sh("ls -ln /dev/null /dev/zero; echo x > /dev/null && echo null-ok");
-    for l in out
+    let listed: Vec<&str> = out
         .lines()
         .filter(|l| l.starts_with('c') || l.starts_with('l') || l.starts_with('-'))
-    {
+        .collect();
+    assert_eq!(listed.len(), 2, "ls shows both nodes:\n{out}");
+    for l in listed {
         assert!(l.starts_with("crw-rw-rw-"), "{l}\n{out}");
     }
     assert!(out.contains("null-ok"), "{out}");

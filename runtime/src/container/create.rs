@@ -168,7 +168,6 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
         early = Some((marker, record(o, &bundle, &plan, &mut cleanup, pid)?));
     }
     let mut intermediate = None;
-    let mut placed = false;
     tracing::debug!(id = %o.id, pid, "init forked");
     loop {
         match parent_end.recv()? {
@@ -195,15 +194,17 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
                 pid = p;
                 cleanup.pid = Some(pid);
                 if cgroupns_later {
-                    placed = place(&cleanup.cgroups.dirs, pid, &parent_end)?;
+                    place(&cleanup.cgroups.dirs, pid, &parent_end)?;
                 }
             }
-            Msg::NeedCgroup => placed = place(&cleanup.cgroups.dirs, pid, &parent_end)?,
+            Msg::NeedCgroup => place(&cleanup.cgroups.dirs, pid, &parent_end)?,
             Msg::ReadyForHooks => {
                 if let Some(i) = intermediate.take() {
                     let _ = nix::sys::wait::waitpid(Pid::from_raw(i), None);
                 }
-                if !placed {
+                // With cgroupns_later the init waited for `place` before it
+                // got this far.
+                if !cgroupns_later {
                     crate::cgroups::add(&cleanup.cgroups.dirs, pid)?;
                 }
                 run_runtime_hooks(&bundle, &o.id, pid)?;
@@ -237,10 +238,9 @@ pub fn create(o: &CreateOpts) -> crate::Result<Created> {
 }
 
 /// Puts the init in its cgroups and lets it make its cgroup namespace.
-fn place(dirs: &[PathBuf], pid: i32, chan: &sync::Channel) -> crate::Result<bool> {
+fn place(dirs: &[PathBuf], pid: i32, chan: &sync::Channel) -> crate::Result<()> {
     crate::cgroups::add(dirs, pid)?;
-    chan.send(&Msg::Go)?;
-    Ok(true)
+    Ok(chan.send(&Msg::Go)?)
 }
 
 /// Saves the container's state and writes the pid file.

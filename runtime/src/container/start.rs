@@ -181,52 +181,29 @@ mod tests {
     /// grandchild that runs `init`) and asserts its outcome: `InitGone` when
     /// `want_gone`, else success. A child process, because the tick's
     /// SIGALRM is process-wide and the harness's other threads would take
-    /// it too. A release that hangs fails the test after 10 s.
+    /// it too; a release that hangs fails the test after 10 s.
     fn release_with(init: fn(&Path), want_gone: bool) {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("exec.fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        // SAFETY: the child makes system calls, then exits with _exit.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Child => {
-                // SAFETY: as above, one level down.
-                let code = match unsafe { fork() }.unwrap() {
-                    ForkResult::Child => {
-                        init(&fifo);
-                        0
+        crate::process::fork::assert_in_child(|| {
+            // SAFETY: the grandchild runs `init`, then leaves with _exit.
+            match unsafe { fork() }.unwrap() {
+                ForkResult::Child => {
+                    init(&fifo);
+                    crate::process::fork::exit_child(0)
+                }
+                ForkResult::Parent { child } => {
+                    let pid = child.as_raw();
+                    let start_time = state::proc_stat(pid).map_or(0, |(_, t)| t);
+                    match release(&fifo, pid, start_time) {
+                        Ok(()) => !want_gone,
+                        Err(ContainerError::InitGone) => want_gone,
+                        Err(_) => false,
                     }
-                    ForkResult::Parent { child } => {
-                        let pid = child.as_raw();
-                        let start_time = state::proc_stat(pid).map_or(0, |(_, t)| t);
-                        match release(&fifo, pid, start_time) {
-                            Ok(()) if !want_gone => 0,
-                            Err(ContainerError::InitGone) if want_gone => 0,
-                            _ => 1,
-                        }
-                    }
-                };
-                // SAFETY: ends the child without running the harness's code.
-                unsafe { libc::_exit(code) }
+                }
             }
-            ForkResult::Parent { child } => {
-                use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                let st = loop {
-                    match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
-                        WaitStatus::StillAlive if std::time::Instant::now() < deadline => {
-                            std::thread::sleep(std::time::Duration::from_millis(10))
-                        }
-                        WaitStatus::StillAlive => {
-                            let _ = nix::sys::signal::kill(child, nix::sys::signal::SIGKILL);
-                            let _ = waitpid(child, None);
-                            panic!("release still waiting after 10 s");
-                        }
-                        st => break st,
-                    }
-                };
-                assert_eq!(st, WaitStatus::Exited(child, 0));
-            }
-        }
+        });
     }
 
     /// The window `start` cannot close: the init was alive at the status

@@ -52,3 +52,37 @@ pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit is always safe to call.
     unsafe { libc::_exit(code) }
 }
+
+/// Runs `body` in a forked child process and asserts it returned true, for
+/// unit tests of process-wide state (signals, timers) that the test
+/// harness's other threads would otherwise share. A child still running
+/// after 10 s is killed and fails the test.
+#[cfg(test)]
+pub(crate) fn assert_in_child(body: impl FnOnce() -> bool) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use std::time::{Duration, Instant};
+    // SAFETY: the child runs `body`, then leaves with _exit.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            exit_child(if ok.unwrap_or(false) { 0 } else { 1 })
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let st = loop {
+                match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
+                    WaitStatus::StillAlive if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    WaitStatus::StillAlive => {
+                        let _ = nix::sys::signal::kill(child, nix::sys::signal::SIGKILL);
+                        let _ = waitpid(child, None);
+                        panic!("the child was still running after 10 s");
+                    }
+                    st => break st,
+                }
+            };
+            assert_eq!(st, WaitStatus::Exited(child, 0), "the child's check failed");
+        }
+    }
+}

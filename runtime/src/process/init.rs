@@ -153,10 +153,11 @@ pub struct Pending {
 
 impl Pending {
     fn new(spec: &Spec) -> Result<Pending, ProcessError> {
+        let identity = identity_after_start(spec);
         Ok(Pending {
             filter: exec::seccomp_filter(spec.linux().as_ref())?,
-            identity: identity_after_start(spec),
-            wait: start_wait(spec),
+            identity,
+            wait: wait_for(spec, identity),
         })
     }
 }
@@ -178,9 +179,14 @@ fn identity_after_start(spec: &Spec) -> bool {
 /// What `start` has to wait for with this config (see [`StartWait`]): the
 /// init and `start` must agree, so both ask here.
 pub fn start_wait(spec: &Spec) -> StartWait {
+    wait_for(spec, identity_after_start(spec))
+}
+
+/// [`start_wait`], given [`identity_after_start`].
+fn wait_for(spec: &Spec, identity_after_start: bool) -> StartWait {
     if crate::hooks::poststart(spec.hooks().as_ref()).is_some() {
         StartWait::Exec
-    } else if identity_after_start(spec) {
+    } else if identity_after_start {
         StartWait::Verdict
     } else {
         StartWait::Nothing

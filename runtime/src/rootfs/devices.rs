@@ -90,8 +90,13 @@ pub fn create_all(ctx: &Ctx<'_>, root: &OwnedFd, devs: &[Dev]) -> Result<(), Roo
     } else {
         // Modes exactly as configured, with no chmod after each mknod.
         let _umask = Umask::zero();
+        // Who a new node belongs to before any chown.
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
         for d in devs {
-            mknod(&mut parents, root, d)?;
+            mknod(&mut parents, root, d, me)?;
         }
     }
     symlinks(&mut parents, root)
@@ -99,20 +104,11 @@ pub fn create_all(ctx: &Ctx<'_>, root: &OwnedFd, devs: &[Dev]) -> Result<(), Roo
 
 /// Parent directories resolved (and made) inside the root, kept for the
 /// next node or link in the same directory: nearly all are in /dev.
+/// Each entry: the directory, its fd, and whether it is setgid.
 #[derive(Default)]
-struct Parents(Vec<(PathBuf, OwnedFd, bool)>, Option<(u32, u32)>);
+struct Parents(Vec<(PathBuf, OwnedFd, bool)>);
 
 impl Parents {
-    /// Our effective uid and gid, which new nodes get (asked once).
-    fn me(&mut self) -> (u32, u32) {
-        *self.1.get_or_insert_with(|| {
-            (
-                nix::unistd::geteuid().as_raw(),
-                nix::unistd::getegid().as_raw(),
-            )
-        })
-    }
-
     /// The parent fd of `path`, whether that directory is setgid (its new
     /// entries take its group), and the final name.
     fn of(
@@ -156,8 +152,14 @@ impl Drop for Umask {
     }
 }
 
-fn mknod(parents: &mut Parents, root: &OwnedFd, d: &Dev) -> Result<(), RootfsError> {
-    let me = parents.me();
+/// Makes the node `d`; `me` is our effective (uid, gid), which it gets
+/// unless chowned.
+fn mknod(
+    parents: &mut Parents,
+    root: &OwnedFd,
+    d: &Dev,
+    me: (u32, u32),
+) -> Result<(), RootfsError> {
     let (parent, setgid, name) = parents
         .of(root, &d.path)
         .map_err(ierr("create device parent", &d.path))?;
